@@ -1,0 +1,175 @@
+"""Per-test cost of ``migrated_database_url`` (a copy of a template migrated once) against the
+naive fixture that runs ``command.upgrade(cfg, "head")`` for every test, at 10, 50 and 200
+revisions, on SQLite, PostgreSQL and MariaDB, side by side in one process.
+
+Both ways make a new database per test and drop it afterwards (the naive one an empty database
+it then upgrades). A copy sample is ten tests in a row, divided by ten, including the wait for
+the drops the janitor runs in the background; samples alternate with the naive way's so that
+drift on a shared machine hits both alike. Two
+histories: ``tables`` (revision k creates table tk: the schema grows with the revisions) and
+``columns`` (ten tables, every later revision adds a column: the schema's size stays put), to
+show what a copy's cost follows.
+
+Run: ``python bench/bench_fixtures.py [--repeat 5] [--sizes 10,50,200]
+[--backends sqlite,postgresql,mariadb] [--shapes tables,columns]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from alembic import command
+from alembic.config import Config
+
+from bench._common import machine, median_ms, table, write_history
+from fastapi_migrate import MigrateSettings
+from fastapi_migrate.database_servers import database_server
+from fastapi_migrate.janitor import Janitor
+from tests.support import MARIADB_SERVER, PG_SERVER, server_problem
+
+SERVERS = {"sqlite": None, "postgresql": PG_SERVER, "mariadb": MARIADB_SERVER}
+BLOCK = 10  # copies timed in a row, as a suite's tests run, background drops waited for
+
+_ADD_COLUMN = """\
+from alembic import op
+import sqlalchemy as sa
+
+revision = {rev!r}
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("t{table}", sa.Column("c{k}", sa.String(20)))
+
+
+def downgrade() -> None:
+    op.drop_column("t{table}", "c{k}")
+"""
+
+
+def write_columns_history(root: Path, revisions: int) -> Path:
+    """Ten one-table revisions, then revisions that each add a column to one of those tables."""
+    location = write_history(root, min(revisions, 10))
+    for k in range(11, revisions + 1):
+        text = _ADD_COLUMN.format(
+            rev=f"{k:04d}abcdef01", down=f"{k - 1:04d}abcdef01", table=(k % 10) + 1, k=k
+        )
+        (location / "versions" / f"{k:04d}abcdef01_add_column_c{k}.py").write_text(text)
+    return location
+
+
+def naive(janitor: Janitor, location: Path) -> Callable[[], None]:
+    """One test's fixture, the usual way: a new empty database, ``upgrade head``, drop."""
+
+    def one() -> None:
+        with janitor.empty_database() as url:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(location))
+            cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+            command.upgrade(cfg, "head")
+
+    return one
+
+
+def measure(backend: str, shape: str, size: int, repeat: int, work: Path) -> list[str]:
+    root = work / f"{backend}-{shape}-{size}"
+    root.mkdir()
+    writer = write_history if shape == "tables" else write_columns_history
+    with contextlib.redirect_stdout(io.StringIO()):  # `alembic init` talks
+        location = writer(root, size)
+    janitor = Janitor(database_server(SERVERS[backend], root / "databases"))
+    try:
+        started = time.perf_counter()
+        template = janitor.migrated_template(
+            MigrateSettings(database_url="sqlite://", script_location=str(location))
+        )
+        template_ms = (time.perf_counter() - started) * 1000
+
+        def copies(count: int) -> float:
+            """Seconds per test for ``count`` tests in a row, their drops included."""
+            started = time.perf_counter()
+            for _ in range(count):
+                with template.copy():
+                    pass
+            janitor.wait_for_drops()
+            return (time.perf_counter() - started) / count
+
+        upgrade = naive(janitor, location)
+        copies(1)  # warm both paths (imports, first connection) before timing
+        upgrade()
+        copy_samples: list[float] = []
+        upgrades: list[float] = []
+        for _ in range(repeat):
+            copy_samples.append(copies(BLOCK))
+            started = time.perf_counter()
+            upgrade()
+            upgrades.append(time.perf_counter() - started)
+    finally:
+        janitor.close()
+    up, cp = median_ms(upgrades), median_ms(copy_samples)
+    return [
+        backend,
+        shape,
+        str(size),
+        f"{up:.1f}",
+        f"{cp:.2f}",
+        f"{up / cp:.1f}x",
+        f"{template_ms:.0f}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--sizes", default="10,50,200")
+    parser.add_argument("--backends", default="sqlite,postgresql,mariadb")
+    parser.add_argument("--shapes", default="tables,columns")
+    args = parser.parse_args()
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("fastapi_migrate").setLevel(logging.WARNING)
+    print(machine())
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-fixtures-") as tmp:
+        for backend in args.backends.split(","):
+            server = SERVERS[backend]
+            problem = server_problem(server) if server else None
+            if problem:
+                print(f"skipping {backend}: {problem}")
+                continue
+            for shape in args.shapes.split(","):
+                for size in (int(s) for s in args.sizes.split(",")):
+                    if shape == "columns" and size <= 10:
+                        continue  # the same history as "tables"
+                    rows.append(measure(backend, shape, size, args.repeat, Path(tmp)))
+                    print("  " + " | ".join(rows[-1]), flush=True)
+    print()
+    print(
+        table(
+            [
+                "backend",
+                "history",
+                "revisions",
+                "upgrade head per test (ms)",
+                "copy per test (ms)",
+                "ratio",
+                "template, once (ms)",
+            ],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

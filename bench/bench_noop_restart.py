@@ -1,0 +1,185 @@
+"""No-op restart: the database is already at head, as on most restarts.
+
+One call per fresh process, imports excluded (each child imports everything, then times only
+the call), at 50, 200 and 1000 revisions, with and without bytecode caching:
+
+- ``engine``: a fresh engine, ``SELECT version_num``, dispose: the floor;
+- ``migrate()``: ``fastapi_migrate.migrate(settings)``, the ``MigrateSettings`` built before
+  (as the ``Config`` of ``alembic``);
+- ``lifespan``: ``migrate_on_startup()`` entered as uvicorn does: settings read from the
+  environment, the worker-thread hop, ``migrate()``;
+- ``migrate(), no cache``: the same with the cache unwritable (``versions/__pycache__`` is a
+  file, as on a read-only code folder): the heads are read from the files' text each time;
+- ``alembic``: ``alembic.command.upgrade(cfg, "head")``.
+
+Run: ``python bench/bench_noop_restart.py [--repeat 9] [--sizes 50,200,1000] [--backend
+sqlite|postgresql]``. Every revision folder is older than two seconds before the first start,
+as after a deploy: fastapi-migrate caches nothing for files changed within the last two
+seconds (see fastapi_migrate/fast_path.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import (
+    child_env,
+    fresh_database,
+    machine,
+    median_ms,
+    run_child,
+    table,
+    write_history,
+)
+
+CHILD = """
+import asyncio, json, sys, time
+kind, url, location = sys.argv[1:4]
+import sqlalchemy as sa
+import sqlalchemy.dialects.postgresql, sqlalchemy.dialects.sqlite
+import alembic.runtime.migration, alembic.ddl.postgresql, alembic.ddl.sqlite
+from alembic import command
+from alembic.config import Config
+from fastapi import FastAPI
+from fastapi_migrate import MigrateSettings, migrate, migrate_on_startup
+import anyio._backends._asyncio  # imported lazily by the first to_thread call
+sa.make_url(url).get_dialect().import_dbapi()
+
+def engine():
+    e = sa.create_engine(url)
+    with e.connect() as conn:
+        found = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    e.dispose()
+    return found
+
+settings = MigrateSettings(database_url=url, script_location=location)
+
+def plugin():
+    return migrate(settings).action
+
+cfg = Config()
+cfg.set_main_option("script_location", location)
+cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+
+def alembic_upgrade():
+    command.upgrade(cfg, "head")
+    return "done"
+
+if kind == "lifespan":
+    app = FastAPI(lifespan=migrate_on_startup(database_url=url, script_location=location))
+    async def main():
+        started = time.perf_counter()
+        async with app.router.lifespan_context(app):
+            return time.perf_counter() - started, app.state.migration.action
+    seconds, outcome = asyncio.run(main())
+else:
+    call = {"engine": engine, "plugin": plugin, "alembic": alembic_upgrade}[kind]
+    started = time.perf_counter()
+    outcome = call()
+    seconds = time.perf_counter() - started
+print(json.dumps({"seconds": seconds, "outcome": outcome}))
+"""
+
+KINDS = ["engine", "plugin", "lifespan", "nocache", "alembic"]
+LABELS = {
+    "engine": "engine + SELECT",
+    "plugin": "migrate()",
+    "lifespan": "lifespan",
+    "nocache": "migrate(), no cache",
+    "alembic": "alembic upgrade",
+}
+
+
+def measure(kind: str, url: str, location: Path, env: dict[str, str]) -> float:
+    kind_arg = "plugin" if kind == "nocache" else kind
+    out = json.loads(run_child(CHILD, [kind_arg, url, str(location)], env, location.parent))
+    expected = {"engine": None, "alembic": "done"}.get(kind_arg, "noop")
+    if expected is not None and out["outcome"] != expected:
+        raise RuntimeError(f"{kind}: expected {expected}, got {out['outcome']}")
+    return float(out["seconds"])
+
+
+def bench_size(size: int, backend: str, repeat: int, work: Path) -> list[list[str]]:
+    rows = []
+    root = work / f"n{size}"
+    root.mkdir()
+    history = write_history(root / "src", size)
+    folders = {}
+    for variant in ("bytecode", "nobytecode", "nocache"):
+        folders[variant] = root / variant / "migrations"
+        shutil.copytree(history, folders[variant])
+    (folders["nocache"] / "versions" / "__pycache__").write_text("a file: nothing is written")
+    time.sleep(2.1)  # files older than the cache's 2-second racy window, as after a deploy
+    with fresh_database(backend, root) as url:
+        envs = {
+            "bytecode": child_env(),
+            "nobytecode": child_env(PYTHONDONTWRITEBYTECODE="1"),
+        }
+        # First start migrates; one more start per folder writes the cache (and .pyc files).
+        bytecode = folders["bytecode"]
+        run_child(CHILD, ["plugin", url, str(bytecode)], envs["bytecode"], bytecode.parent)
+        for variant, env in envs.items():
+            for kind in ("plugin", "alembic"):
+                measure(kind, url, folders[variant], env)
+        for variant, env in envs.items():
+            samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
+            for _ in range(repeat):
+                for kind in KINDS:
+                    folder = folders["nocache" if kind == "nocache" else variant]
+                    samples[kind].append(measure(kind, url, folder, env))
+            ms = {kind: median_ms(values) for kind, values in samples.items()}
+            floor = ms["engine"]
+            rows.append(
+                [
+                    str(size),
+                    "yes" if variant == "bytecode" else "no",
+                    *(f"{ms[kind]:.1f}" for kind in KINDS),
+                    f"{ms['plugin'] / floor:.2f}x",
+                    f"{ms['lifespan'] / floor:.2f}x",
+                    f"{ms['nocache'] / floor:.2f}x",
+                    f"{ms['alembic'] / ms['plugin']:.1f}x",
+                ]
+            )
+            print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--sizes", default="50,200,1000")
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    print(
+        f"no-op restart on {args.backend}, median of {args.repeat} fresh processes per cell, "
+        "imports excluded; ms"
+    )
+    rows: list[list[str]] = []
+    with tempfile.TemporaryDirectory(prefix="fm-bench-noop-") as work:
+        for size in (int(s) for s in args.sizes.split(",")):
+            rows += bench_size(size, args.backend, args.repeat, Path(work))
+    header = [
+        "revisions",
+        ".pyc",
+        *(LABELS[kind] for kind in KINDS),
+        "migrate() / engine",
+        "lifespan / engine",
+        "no cache / engine",
+        "alembic / migrate()",
+    ]
+    print(table(header, rows))
+    print("targets: migrate() / engine <= 1.5x at every size; alembic / migrate() >= 4x at 200, ")
+    print("         >= 15x at 1000")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Run the reliability suite and write its results table into docs/reliability.md.
+
+    python bench/reliability_report.py            # the default rounds (what CI runs)
+    python bench/reliability_report.py --heavy    # the full rounds: 20 per scenario
+
+The tests record each scenario's rounds, failures and lost rows (``FM_RELIABILITY_REPORT``);
+pytest's JUnit file gives the pass/fail of every other test. Nothing is typed in by hand: the
+table between the ``results`` markers is replaced by what this run measured, failures included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "reliability.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+FILES = [
+    "tests/test_reliability_stampede.py",
+    "tests/test_reliability_kill.py",
+    "tests/test_reliability_disconnect.py",
+    "tests/test_reliability_locks.py",
+    "tests/test_bad_input.py",
+    "tests/test_properties.py",
+]
+
+
+def run_suite(heavy: bool, workers: int, scratch: Path) -> tuple[int, float]:
+    """Run pytest once; its exit code and wall time."""
+    env = {**os.environ, "FM_RELIABILITY_REPORT": str(scratch / "rounds.jsonl")}
+    env.pop("FM_HEAVY", None)
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *FILES,
+        "-q",
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={scratch / 'junit.xml'}",
+        *(["-n", str(workers)] if workers > 1 else []),
+        *(["--heavy"] if heavy else []),
+    ]
+    started = time.monotonic()
+    code = subprocess.call(command, cwd=ROOT, env=env)
+    return code, time.monotonic() - started
+
+
+def rounds_table(path: Path) -> list[str]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    rows.sort(
+        key=lambda r: (r["scenario"], ["sqlite", "postgresql", "mariadb"].index(r["database"]))
+    )
+    lines = [
+        "| scenario | database | runs | failures | data lost | note |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['scenario']} | {r['database']} | {r['runs']} | {r['failures']} | "
+            f"{r['data_lost']} | {r['note']} |"
+        )
+    return lines
+
+
+def tests_table(path: Path) -> tuple[list[str], dict[str, int]]:
+    """Per test file: passed, failed, skipped (from pytest's JUnit XML)."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    totals: dict[str, int] = defaultdict(int)
+    for case in ET.parse(path).getroot().iter("testcase"):
+        module = case.get("classname", "").rsplit(".", 1)[-1]
+        if case.find("failure") is not None or case.find("error") is not None:
+            outcome = "failed"
+        elif case.find("skipped") is not None:
+            outcome = "skipped"
+        else:
+            outcome = "passed"
+        counts[module][outcome] += 1
+        totals[outcome] += 1
+    lines = ["| test file | passed | failed | skipped |", "|---|---:|---:|---:|"]
+    for module in sorted(counts):
+        c = counts[module]
+        lines.append(f"| `tests/{module}.py` | {c['passed']} | {c['failed']} | {c['skipped']} |")
+    return lines, totals
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--heavy", action="store_true", help="the full rounds (20 each)")
+    parser.add_argument("-n", type=int, default=2, help="pytest-xdist workers (default 2)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        load_before = os.getloadavg()[0]
+        code, wall = run_suite(args.heavy, args.n, scratch)
+        tests, totals = tests_table(scratch / "junit.xml")
+        rounds = rounds_table(scratch / "rounds.jsonl")
+    kind = "--heavy (full rounds)" if args.heavy else "default rounds (as CI runs them)"
+    block = [
+        START,
+        f"Run: `python bench/reliability_report.py{' --heavy' if args.heavy else ''}`, "
+        f"{kind}, {time.strftime('%Y-%m-%d')}, on {os.cpu_count()} cores "
+        f"({platform.python_implementation()} {platform.python_version()}, load average "
+        f"{load_before:.1f} at the start: the machine was shared), {wall / 60:.1f} minutes. "
+        f"Tests: {totals['passed']} passed, {totals['failed']} failed, "
+        f"{totals['skipped']} skipped.",
+        "",
+        *rounds,
+        "",
+        *tests,
+        END,
+    ]
+    text = DOC.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    DOC.write_text(head + "\n".join(block) + tail)
+    print("\n".join(block))
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

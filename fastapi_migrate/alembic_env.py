@@ -1,0 +1,116 @@
+"""``run_migrations``: all an ``env.py`` does, for the one ``fastapi-migrate init`` writes.
+
+When fastapi-migrate runs ``env.py`` it hands over the URL, metadata, version table and (for sync
+drivers) its open connection in ``config.attributes``; when the plain ``alembic`` command runs
+it, they come from ``MigrateSettings``. SQLite gets batch mode and transactional DDL; async URLs
+run under ``asyncio.run``; logging is never reconfigured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from alembic import context
+from sqlalchemy import Connection, MetaData, pool
+
+from .database import _enable_sqlite_transactions, is_async_url, parse_url
+from .metadata import resolve_metadata
+from .settings import MigrateSettings, url_optional
+
+
+def _settings() -> MigrateSettings:
+    given = context.config.attributes.get("settings")
+    if isinstance(given, MigrateSettings):
+        return given
+    with url_optional():
+        return MigrateSettings()
+
+
+def _url(settings: MigrateSettings) -> str:
+    url = (
+        context.config.attributes.get("database_url")
+        or settings.ddl_url
+        or context.config.get_main_option("sqlalchemy.url")
+    )
+    if not url:
+        raise RuntimeError("no database URL: set DATABASE_URL")
+    return str(url)
+
+
+def _options(settings: MigrateSettings, dialect: str, extra: dict[str, Any]) -> dict[str, Any]:
+    attributes = context.config.attributes
+    metadata: MetaData | None = attributes.get("target_metadata") or resolve_metadata(
+        None, settings.metadata
+    )
+    options: dict[str, Any] = {
+        "target_metadata": metadata,
+        "version_table": attributes.get("version_table", settings.version_table),
+        "version_table_schema": attributes.get(
+            "version_table_schema", settings.version_table_schema
+        ),
+        "render_as_batch": dialect == "sqlite",
+        "compare_type": True,
+    }
+    if dialect == "sqlite":
+        # Our connections emit BEGIN on SQLite, so DDL there is transactional after all.
+        options["transactional_ddl"] = True
+    options.update(extra)
+    return options
+
+
+def _run_on(connection: Connection, settings: MigrateSettings, extra: dict[str, Any]) -> None:
+    context.configure(connection=connection, **_options(settings, connection.dialect.name, extra))
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations(**configure_options: Any) -> None:
+    """Run the migrations ``env.py`` was invoked for; ``configure_options`` go to
+    ``context.configure`` (``include_object``, ``compare_server_default``...)."""
+    settings = _settings()
+    url = parse_url(_url(settings))
+    if context.is_offline_mode():
+        context.configure(
+            url=url,
+            literal_binds=True,
+            dialect_opts={"paramstyle": "named"},
+            **_options(settings, url.get_backend_name(), configure_options),
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+
+    connection = context.config.attributes.get("connection")
+    if isinstance(connection, Connection):
+        _run_on(connection, settings, configure_options)
+        return
+
+    if is_async_url(url):
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        async def run_async() -> None:
+            engine = create_async_engine(url, poolclass=pool.NullPool)
+            if engine.dialect.name == "sqlite":
+                _enable_sqlite_transactions(engine.sync_engine)
+            try:
+                async with engine.connect() as conn:
+                    await conn.run_sync(_run_on, settings, configure_options)
+                    await conn.commit()
+            finally:
+                await engine.dispose()
+
+        asyncio.run(run_async())
+        return
+
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url, poolclass=pool.NullPool)
+    if engine.dialect.name == "sqlite":
+        _enable_sqlite_transactions(engine)
+    try:
+        with engine.connect() as conn:
+            _run_on(conn, settings, configure_options)
+            conn.commit()
+    finally:
+        engine.dispose()

@@ -1,0 +1,531 @@
+"""The subcommands of ``fastapi-migrate``: one table of names, arguments and functions.
+
+Each function takes an ``Invocation`` (the parsed command line) and returns an exit code; it
+raises the ``MigrationError`` family or Alembic's ``CommandError``, which ``cli.main`` turns into
+one line on stderr. The work itself is Alembic's ``command`` functions and our core
+(``migrate``, ``read_state``, ``plan_migration``, ``migration_lock``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.script.revision import ResolutionError
+from alembic.util import CommandError
+from sqlalchemy import MetaData
+
+from .alembic_run import alembic_config, load_scripts
+from .database import Database
+from .errors import (
+    ConfigurationError,
+    MigrationError,
+    MigrationFailed,
+    MultipleHeads,
+    UnknownRevision,
+    UnversionedDatabase,
+)
+from .lock import migration_lock
+from .logging_guard import preserved_logging
+from .metadata import resolve_metadata
+from .plan import format_revisions, plan_migration
+from .runner import migrate
+from .schema_diff import schema_differences
+from .settings import MigrateSettings, url_optional
+from .state import DatabaseState, read_revisions, read_state
+
+AlembicCall = Callable[[Config, argparse.Namespace], object]
+
+
+@dataclass
+class Invocation:
+    """The parsed command line, and every settings object it produced (their URLs get masked)."""
+
+    args: argparse.Namespace
+    seen: list[MigrateSettings] = field(default_factory=list)
+
+    def settings(self, **overrides: Any) -> MigrateSettings:
+        """``MigrateSettings`` from the environment, ``.env`` and the flags; a missing URL is
+        only an error for the commands that connect (``require_url``)."""
+        a = self.args
+        if a.config is not None:
+            overrides["config"] = Path(a.config)
+        if a.database_url is not None:  # the database to work on, for reads and DDL alike
+            overrides["database_url"] = overrides["migrate_database_url"] = a.database_url
+        if a.metadata is not None:
+            overrides["metadata"] = a.metadata
+        with url_optional():
+            settings = MigrateSettings(**overrides)
+        self.seen.append(settings)
+        return settings
+
+    def urls(self) -> list[str | None]:
+        """Every URL this run may have seen, for masking what it prints."""
+        found = [self.args.database_url, *(os.environ.get(n) for n in _URL_VARIABLES)]
+        for s in self.seen:
+            found += [s.database_url, s.migrate_database_url]
+        return found
+
+
+_URL_VARIABLES = ("DATABASE_URL", "MIGRATE_DATABASE_URL")
+
+
+# -- shared steps --------------------------------------------------------------------------------
+
+
+def require_url(settings: MigrateSettings, *, write: bool) -> str:
+    """The URL to connect to (``MIGRATE_DATABASE_URL`` first when writing), or exit 2."""
+    url = settings.ddl_url if write else (settings.database_url or settings.ddl_url)
+    if url is None:
+        raise ConfigurationError(
+            "DATABASE_URL: no database URL; set DATABASE_URL (or pass --database-url, or "
+            "sqlalchemy.url in alembic.ini)"
+        )
+    return url
+
+
+def scripts(settings: MigrateSettings) -> tuple[Config, ScriptDirectory]:
+    """The Alembic Config and the revision graph; a broken folder is a configuration error."""
+    cfg = alembic_config(settings)
+    return cfg, load_scripts(cfg)
+
+
+@contextmanager
+def database(settings: MigrateSettings, *, write: bool) -> Iterator[Database]:
+    """The database, reached with the same retry and backoff as a starting app."""
+    variable = "MIGRATE_DATABASE_URL" if write and settings.migrate_database_url else "DATABASE_URL"
+    db = Database(require_url(settings, write=write), variable=variable)
+    try:
+        db.wait_until_reachable(settings.connect_timeout)
+        yield db
+    finally:
+        db.dispose()
+
+
+def state_of(db: Database, settings: MigrateSettings) -> DatabaseState:
+    """Read-only: unlike ``alembic current``, never creates the version table (alembic #694)."""
+    return db.run(
+        lambda c: read_state(
+            c,
+            version_table=settings.version_table,
+            version_table_schema=settings.version_table_schema,
+        )
+    )
+
+
+def revisions_of(db: Database, settings: MigrateSettings) -> tuple[str, ...]:
+    return db.run(
+        lambda c: read_revisions(
+            c,
+            version_table=settings.version_table,
+            version_table_schema=settings.version_table_schema,
+        )
+    )
+
+
+def on_connection(
+    settings: MigrateSettings,
+    db: Database,
+    run: Callable[[Config], object],
+    metadata: MetaData | None = None,
+) -> None:
+    """Run an Alembic command whose ``env.py`` works on our connection (sync drivers; async
+    ones open their own), committing what it leaves open, as the startup path does."""
+    with db.connection() as conn:
+        sync = conn.sync_connection
+        cfg = alembic_config(settings, metadata=metadata, connection=sync)
+        with preserved_logging():
+            try:
+                run(cfg)
+            except BaseException:
+                if sync is not None and sync.in_transaction():
+                    sync.rollback()
+                raise
+        if sync is not None and sync.in_transaction():
+            sync.commit()
+
+
+def _revisions_text(revisions: tuple[str, ...]) -> str:
+    return format_revisions(revisions) or "base"
+
+
+# -- offline (--sql) -----------------------------------------------------------------------------
+
+
+def offline(inv: Invocation, direction: str, revision: str) -> int:
+    """Print the SQL of ``upgrade``/``downgrade`` from where the database is now; the database
+    is only read. ``START:END`` skips reading it."""
+    settings = inv.settings()
+    require_url(settings, write=True)  # offline mode still needs the dialect
+    cfg, script = scripts(settings)
+    if ":" not in revision:
+        with database(settings, write=False) as db:
+            state = state_of(db, settings)
+        start = _offline_start(direction, state, script, revision, settings)
+        if start is None:
+            return 0
+        if start != "base":
+            revision = f"{start}:{revision}"
+    run = command.upgrade if direction == "upgrade" else command.downgrade
+    with preserved_logging():
+        run(cfg, revision, sql=True)
+    return 0
+
+
+def _offline_start(
+    direction: str,
+    state: DatabaseState,
+    script: ScriptDirectory,
+    revision: str,
+    settings: MigrateSettings,
+) -> str | None:
+    """The revision the SQL starts from, or ``None`` (with a note) when there is nothing to do."""
+    if direction == "upgrade":
+        plan = plan_migration(state, script, target=revision, baseline=settings.baseline)
+        if plan.baseline is not None:
+            raise UnversionedDatabase(
+                "the database has no version table: stamp it first (fastapi-migrate stamp "
+                f"{plan.baseline}), or give the range: upgrade {plan.baseline}:{revision} --sql"
+            )
+        if plan.action == "noop":
+            print(f"-- nothing to do: the database is at {plan.from_revision}", file=sys.stderr)
+            return None
+    elif not state.revisions:
+        print("-- nothing to downgrade: the database has no revision", file=sys.stderr)
+        return None
+    if len(state.revisions) > 1:
+        raise ConfigurationError(
+            f"the database is at several revisions ({', '.join(state.revisions)}); --sql "
+            f"starts from one: give the range, e.g. {direction} {state.revisions[0]}:{revision}"
+        )
+    return state.revisions[0] if state.revisions else "base"
+
+
+# -- the commands --------------------------------------------------------------------------------
+
+
+def upgrade(inv: Invocation) -> int:
+    """Exactly the startup path: lock, baseline, empty database, unknown revision, heads."""
+    a = inv.args
+    if a.sql:
+        return offline(inv, "upgrade", a.revision or inv.settings().target)
+    overrides: dict[str, Any] = {"mode": "upgrade"}  # even where the app runs MIGRATE_MODE=wait
+    if a.revision is not None:
+        overrides["target"] = a.revision
+    settings = inv.settings(**overrides)
+    require_url(settings, write=True)
+    print(migrate(settings).summary())
+    return 0
+
+
+def change(verb: str, call: AlembicCall) -> Callable[[Invocation], int]:
+    """A command that writes (``downgrade``, ``stamp``): under the migration lock, on our
+    connection; says where the database went, or where a failure left it."""
+
+    def run(inv: Invocation) -> int:
+        a = inv.args
+        if getattr(a, "sql", False):
+            return offline(inv, "downgrade", a.revision)
+        settings = inv.settings()
+        scripts(settings)
+        started = time.monotonic()
+        with (
+            database(settings, write=True) as db,
+            migration_lock(
+                db,
+                version_table=settings.version_table,
+                version_table_schema=settings.version_table_schema,
+                timeout=settings.lock_timeout,
+                enabled=settings.lock,
+            ),
+        ):
+            before = revisions_of(db, settings)
+            try:
+                on_connection(settings, db, lambda cfg: call(cfg, a))
+            except (MigrationError, CommandError):
+                raise
+            except Exception as error:
+                left = _revisions_text(revisions_of(db, settings))
+                reason = db.redact(f"{type(error).__name__}: {error}".splitlines()[0])
+                raise MigrationFailed(
+                    f"{a.command} {a.revision} failed: {reason}; the database is left at {left}",
+                    revision=None,
+                    current_revision=left,
+                ) from error
+            after = revisions_of(db, settings)
+        print(
+            f"{verb}: from {_revisions_text(before)} to {_revisions_text(after)} "
+            f"in {time.monotonic() - started:.3f}s"
+        )
+        return 0
+
+    return run
+
+
+def listing(call: AlembicCall) -> Callable[[Invocation], int]:
+    """A command that only reads the scripts (``history``, ``heads``): no database needed."""
+
+    def run(inv: Invocation) -> int:
+        cfg, _ = scripts(inv.settings())
+        call(cfg, inv.args)
+        return 0
+
+    return run
+
+
+def current(inv: Invocation) -> int:
+    """The database's revisions, marked ``(head)``; writes nothing, even on an empty database."""
+    settings = inv.settings()
+    _, script = scripts(settings)
+    with database(settings, write=False) as db:
+        state = state_of(db, settings)
+    if state.is_unversioned:
+        print("base (unversioned: the database has tables but no version table)")
+    elif not state.revisions:
+        print("base (empty database)" if state.is_empty else "base")
+    for revision in state.revisions:
+        try:
+            found = script.get_revision(revision)
+        except (ResolutionError, CommandError):
+            found = None
+        if found is None:
+            print(f"{revision} (unknown to the migration scripts: migrated by newer code)")
+        else:
+            print(found.cmd_format(inv.args.verbose))
+    return 0
+
+
+def revision(inv: Invocation) -> int:
+    """A new revision file; ``--autogenerate`` compares the models with the database."""
+    a = inv.args
+    if a.merge and a.autogenerate:
+        raise ConfigurationError("revision: --merge and --autogenerate do not go together")
+    settings = inv.settings()
+    cfg, _ = scripts(settings)
+
+    def make(cfg: Config) -> None:
+        if a.merge:
+            command.merge(cfg, "heads", message=a.message, rev_id=a.rev_id)
+        else:
+            command.revision(cfg, message=a.message, autogenerate=a.autogenerate, rev_id=a.rev_id)
+
+    if not a.autogenerate:
+        with preserved_logging():
+            make(cfg)
+        return 0
+    metadata = resolve_metadata(None, settings.metadata)
+    with database(settings, write=False) as db:
+        try:
+            on_connection(settings, db, make, metadata)
+        except CommandError as error:
+            if "MetaData" in str(error):
+                raise ConfigurationError(
+                    "revision --autogenerate needs the models: set "
+                    "MIGRATE_METADATA=app.models:Base.metadata or pass --metadata"
+                ) from None
+            raise
+    return 0
+
+
+def check(inv: Invocation) -> int:
+    """Exit 1, saying what differs, unless the database is at head and matches the models."""
+    settings = inv.settings()
+    _, script = scripts(settings)
+    metadata = resolve_metadata(None, settings.metadata)
+    problems: list[str] = []
+    at = "?"
+    with database(settings, write=False) as db:
+        try:
+            plan = plan_migration(state_of(db, settings), script, target=settings.target)
+        except (UnknownRevision, MultipleHeads, UnversionedDatabase) as error:
+            problems.append(str(error))
+        else:
+            at = plan.to_revision or "base"
+            if plan.action != "noop":
+                problems.append(
+                    f"the database is at {plan.from_revision or 'base'}, not at "
+                    f"{settings.target} ({at}): {len(plan.pending)} migration(s) pending "
+                    f"({', '.join(plan.pending)}); run: fastapi-migrate upgrade"
+                )
+            elif metadata is not None:
+                differences = db.run(
+                    lambda c: schema_differences(
+                        c,
+                        metadata,
+                        version_table=settings.version_table,
+                        version_table_schema=settings.version_table_schema,
+                    )
+                )
+                problems += [f"the models differ from the database: {d}" for d in differences]
+    if problems:
+        for problem in problems:
+            print(f"- {problem}")
+        print(
+            f"fastapi-migrate: check failed: {len(problems)} problem(s), listed above",
+            file=sys.stderr,
+        )
+        return 1
+    if metadata is None:
+        models = "models not compared (set MIGRATE_METADATA or pass --metadata)"
+    else:
+        count = len(metadata.tables)
+        models = f"the models match it ({count} table{'' if count == 1 else 's'})"
+    print(f"ok: the database is at {settings.target} ({at}); {models}")
+    return 0
+
+
+_INI = """\
+# Written by `fastapi-migrate init`, so that the plain `alembic` command works too.
+# The database URL comes from DATABASE_URL (fastapi-migrate's settings), not from this file.
+# No logging sections: Alembic never reconfigures the app's logging.
+[alembic]
+script_location = %(here)s/{location}
+prepend_sys_path = .
+path_separator = os
+"""
+
+
+def init(inv: Invocation) -> int:
+    """Scaffold a migrations folder whose ``env.py`` needs no editing (and an alembic.ini)."""
+    a = inv.args
+    location = a.directory or inv.settings().script_location or "migrations"
+    if ":" in location and not Path(location).is_absolute():
+        raise ConfigurationError(
+            f"MIGRATE_SCRIPT_LOCATION: {location!r} is a package path; give the folder: "
+            "fastapi-migrate init DIR"
+        )
+    directory = Path(location)
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise ConfigurationError(f"{directory}/ exists and is not empty; not overwriting it")
+    ini = Path("alembic.ini")
+    if a.ini and ini.exists():
+        raise ConfigurationError(f"{ini.resolve()} exists; not overwriting it")
+    (directory / "versions").mkdir(parents=True, exist_ok=True)
+    template = files("fastapi_migrate") / "templates" / "fastapi"
+    for item in template.iterdir():
+        if item.is_file() and not item.name.startswith((".", "__")):
+            (directory / item.name).write_bytes(item.read_bytes())
+    print(f"created {directory}/ (env.py, script.py.mako, README, versions/)")
+    if a.ini:
+        relative = os.path.relpath(directory.resolve(), ini.resolve().parent)
+        ini.write_text(_INI.format(location=Path(relative).as_posix().replace("%", "%%")))
+        print(f"created {ini} (script_location = {relative}; no URL: DATABASE_URL is used)")
+    print(
+        "next: set DATABASE_URL and MIGRATE_METADATA=app.models:Base.metadata, then run "
+        'fastapi-migrate revision --autogenerate -m "first"'
+    )
+    return 0
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+Argument = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def arg(*flags: str, **options: Any) -> Argument:
+    return flags, options
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, one-line help, arguments, and the function that runs it."""
+
+    name: str
+    summary: str
+    run: Callable[[Invocation], int]
+    arguments: tuple[Argument, ...] = ()
+    description: str = ""
+
+
+_SQL = arg(
+    "--sql",
+    action="store_true",
+    help="print the SQL (Alembic offline mode) from the database's revision, for a DBA; "
+    "changes nothing",
+)
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "init",
+        "write a migrations folder whose env.py needs no editing",
+        init,
+        (
+            arg("directory", nargs="?", metavar="DIR", help="default: migrations"),
+            arg("--ini", action="store_true", help="also write an alembic.ini for `alembic`"),
+        ),
+        "Write DIR/env.py (URL and models from the settings; batch mode and transactional DDL "
+        "on SQLite; async drivers; logging left alone), script.py.mako and versions/. Refuses "
+        "a folder that is not empty.",
+    ),
+    Command(
+        "upgrade",
+        "bring the database to REV (default: head), exactly as a starting app does",
+        upgrade,
+        (arg("revision", nargs="?", metavar="REV", help="default: MIGRATE_TARGET (head)"), _SQL),
+        "Run the startup logic: connect with retries, take the migration lock, then upgrade, "
+        "adopt (MIGRATE_BASELINE) or create (MIGRATE_EMPTY_DATABASE); refuses an unknown "
+        "revision or several heads. Prints the one-line summary. MIGRATE_MODE is ignored.",
+    ),
+    Command(
+        "downgrade",
+        "downgrade the database to REV, under the migration lock",
+        change("downgraded", lambda cfg, a: command.downgrade(cfg, a.revision)),
+        (arg("revision", metavar="REV", help="a revision, -1, or base"), _SQL),
+    ),
+    Command(
+        "current",
+        "show the database's revision (creates nothing)",
+        current,
+    ),
+    Command(
+        "history",
+        "list the revisions, newest first (no database needed)",
+        listing(lambda cfg, a: command.history(cfg, rev_range=a.rev_range, verbose=a.verbose)),
+        (arg("-r", "--rev-range", metavar="RANGE", help="e.g. r1:head, -3:current"),),
+    ),
+    Command(
+        "heads",
+        "show the head revisions of the scripts (no database needed)",
+        listing(lambda cfg, a: command.heads(cfg, verbose=a.verbose)),
+    ),
+    Command(
+        "stamp",
+        "write REV into the version table without migrating, under the migration lock",
+        change("stamped", lambda cfg, a: command.stamp(cfg, a.revision)),
+        (arg("revision", metavar="REV", help="a revision, head, or base"),),
+    ),
+    Command(
+        "revision",
+        "write a new revision file",
+        revision,
+        (
+            arg("-m", "--message", required=True, help="what the revision does"),
+            arg(
+                "--autogenerate",
+                action="store_true",
+                help="fill it by comparing the models (MIGRATE_METADATA) with the database",
+            ),
+            arg("--merge", action="store_true", help="merge the current heads into one"),
+            arg("--rev-id", metavar="ID", help="the revision id (default: generated)"),
+        ),
+    ),
+    Command(
+        "check",
+        "exit 1 unless the database is at head and matches the models (for CI)",
+        check,
+        description="Exit 0 when the database is at MIGRATE_TARGET (head) and, when the models "
+        "are known (MIGRATE_METADATA or --metadata), Alembic's autogenerate finds no "
+        "difference; else exit 1 and list what differs.",
+    ),
+)

@@ -1,0 +1,384 @@
+"""The no-op start at the cost of one version query: never execute the revision files for it.
+
+Alembic learns the revision graph by executing every file in ``versions/``, which costs tens to
+hundreds of milliseconds on each restart. Here the graph's heads come from the files without
+running them:
+
+1. a *fingerprint* of the versions folders: each revision file's name, size, mtime, ctime and
+   inode (``stat`` only; ctime cannot be set from user space and changes on every write);
+2. a small cache, ``versions/__pycache__/fastapi_migrate_heads.json``, that maps the last
+   fingerprint to the heads; written where the process may write, else nowhere;
+3. on a cache miss, a strict reading of the ``revision = ...`` / ``down_revision = ...`` lines.
+
+The answer is only ever "the database is at the target" or "don't know": anything unusual
+(a line the reader doubts, branch labels, ``depends_on``, several heads for ``head``, a target
+other than ``head``/``heads``/an exact id, a database elsewhere, any error) falls back to the
+full path, which loads the scripts with Alembic and decides under the lock.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.util import coerce_resource_to_filename
+from sqlalchemy import Connection, exc
+
+from .database import Database
+from .plan import format_revisions
+from .result import MigrationResult
+from .settings import MigrateSettings
+
+log = logging.getLogger("fastapi_migrate")
+
+CACHE_NAME = "fastapi_migrate_heads.json"
+_FORMAT = 1  # bump when the reading rules change: old caches are then ignored
+# A file changed within this window of the fingerprint might change again within the same
+# timestamp tick (1-2 s on coarse file systems) without its stat changing: never cache it.
+_RACY_NS = 2_000_000_000
+_NAMES = rb"(?:revision|down_revision|branch_labels|depends_on)"
+# Substrings found in every line that mentions one of the names.
+_MENTIONS = (b"revision", b"branch_labels", b"depends_on")
+# One top-level ``name[: annotation] = literal`` line, the way every Alembic template writes it.
+_ASSIGNMENT = re.compile(
+    rb"(?P<name>" + _NAMES + rb")[ \t]*(?::[^=\n]*)?=[ \t]*(?P<value>[^\n]+?)[ \t]*"
+    rb"(?:#[^\n'\"]*)?\r?"
+)
+# Any other line that may bind one of the names (indented, augmented, keyword, walrus, import,
+# for, as, del, global) makes the file doubted.
+_BINDING = re.compile(
+    rb"\b" + _NAMES + rb"\b[ \t]*(?::[^=\n]*)?(?:[-+*/%&|^@]|//|\*\*|>>|<<)?=(?!=)"
+    rb"|\b(?:import|as|global|nonlocal|del|for)\b.*\b" + _NAMES + rb"\b"
+)
+# Ways a module can rebind a name on a line that does not name it.
+_DYNAMIC = (
+    b"globals",
+    b"vars(",
+    b"setattr",
+    b"exec(",
+    b"exec (",
+    b"eval(",
+    b"eval (",
+    b"__import__",
+    b"__dict__",
+    b"sys.modules",
+    b"import *",
+    b"import*",
+)
+_STRING = re.compile(rb"""'([A-Za-z0-9_]+)'|"([A-Za-z0-9_]+)\"""")
+_RESERVED = {"head", "heads", "base", "current"}
+
+
+@dataclass(frozen=True)
+class ScriptHeads:
+    """The revision graph's heads and every revision id, as Alembic would find them."""
+
+    heads: tuple[str, ...]
+    revisions: frozenset[str]
+    source: str  # "cache" or "text" (of the files), for the debug log
+
+    def target(self, target: str) -> tuple[str, ...] | None:
+        """The revisions ``target`` names, for the targets this path understands; else None."""
+        if target == "heads":
+            return self.heads
+        if target == "head":
+            return self.heads if len(self.heads) == 1 else None
+        if target in self.revisions:
+            return (target,)
+        return None
+
+
+@dataclass(frozen=True)
+class NoopCheck:
+    """``result`` is the ``noop`` when the database is at the target, else None ("don't know");
+    ``reachable`` says whether the database answered at all."""
+
+    result: MigrationResult | None
+    reachable: bool = False
+
+
+def noop_start(
+    settings: MigrateSettings, cfg: Config, db: Database, started: float
+) -> MigrationResult | None:
+    """``noop`` when the database already holds exactly the target revisions; else None.
+
+    No lock is needed: at the target is the final state whoever else is migrating.
+    """
+    return check_noop(settings, cfg, db, started).result
+
+
+def check_noop(settings: MigrateSettings, cfg: Config, db: Database, started: float) -> NoopCheck:
+    """``noop_start``, also telling whether the database answered."""
+    reachable = False
+    try:
+        heads = script_heads(cfg)
+        wanted = heads.target(settings.target) if heads is not None else None
+        if heads is None or not wanted:
+            return NoopCheck(None)
+        with db.connection() as connection:
+            reachable = True
+            current = connection.run(lambda c: _read_versions(c, settings))
+    except (exc.SQLAlchemyError, OSError) as error:
+        log.debug("no-op check: %s, loading the scripts", type(error).__name__)
+        return NoopCheck(None, reachable)
+    except Exception as error:  # the fast path only ever says "noop" or "don't know"
+        log.debug("no-op check failed (%s: %s), loading the scripts", type(error).__name__, error)
+        return NoopCheck(None, reachable)
+    if not current or len(set(current)) != len(current) or set(current) != set(wanted):
+        return NoopCheck(None, reachable)
+    revision = format_revisions(current)
+    log.debug(
+        "no-op start: database at %s, the target; heads from the %s of %d revision files, "
+        "none executed",
+        revision,
+        heads.source,
+        len(heads.revisions),
+    )
+    seconds = round(time.monotonic() - started, 4)
+    return NoopCheck(MigrationResult("noop", revision, revision, [], seconds), reachable)
+
+
+def _read_versions(connection: Connection, settings: MigrateSettings) -> tuple[str, ...]:
+    """``SELECT version_num``: raises when the table is missing, which means "don't know"."""
+    # Quoted as Alembic's Table would be; plain SQL, since a first Core compile costs ~ms.
+    preparer = connection.dialect.identifier_preparer
+    name = preparer.quote(settings.version_table)
+    if settings.version_table_schema is not None:
+        name = f"{preparer.quote_schema(settings.version_table_schema)}.{name}"
+    return tuple(row[0] for row in connection.exec_driver_sql(f"SELECT version_num FROM {name}"))
+
+
+def script_heads(cfg: Config) -> ScriptHeads | None:
+    """The graph's heads without executing a revision file; None when in any doubt."""
+    folders = version_folders(cfg)
+    if folders is None:
+        return None
+    before = time.time_ns()
+    found = _fingerprint(folders)
+    if not found.files:
+        return None
+    cache = folders[0] / "__pycache__" / CACHE_NAME
+    cached = _read_cache(cache, found.key)
+    if cached is not None:
+        return cached
+    graph = _read_graph(found.files)
+    if graph is None:
+        return None
+    heads = _heads(graph)
+    if heads is not None and found.newest() <= before - _RACY_NS:
+        _write_cache(cache, found.key, heads)
+    return heads
+
+
+def version_folders(cfg: Config) -> list[Path] | None:
+    """The folders Alembic reads revisions from; None for layouts this path leaves to Alembic."""
+    if cfg.get_alembic_boolean_option("sourceless") or cfg.get_alembic_boolean_option(
+        "recursive_version_locations"
+    ):
+        return None
+    location = cfg.get_alembic_option("script_location")
+    if not isinstance(location, str) or not location:
+        return None
+    if not coerce_resource_to_filename(location).is_dir():
+        return None  # Alembic's error message is the better one
+    locations = cfg.get_version_locations_list()
+    if locations:
+        return [coerce_resource_to_filename(p).absolute() for p in locations]
+    return [Path(coerce_resource_to_filename(location), "versions").absolute()]
+
+
+@dataclass(frozen=True)
+class _Fingerprint:
+    files: list[str]  # paths, in the folders' listing order
+    key: str
+    stats: array[int]  # size, mtime_ns, ctime_ns, inode, device per file
+
+    def newest(self) -> int:
+        """The latest min(mtime, ctime): a file is only as fresh as the older of the two."""
+        return max(map(min, self.stats[1::5], self.stats[2::5]), default=0)
+
+
+def _fingerprint(folders: list[Path]) -> _Fingerprint:
+    """The revision files and a digest of their paths and stats, at ~2.5 us a file.
+
+    Strings, not ``Path`` objects, and no sorting: the listing order of an unchanged folder
+    is stable, and a changed order only costs a cache miss.
+    """
+    files: list[str] = []
+    stats = array("q")
+    for folder in folders:
+        if not folder.is_dir():
+            continue  # Alembic skips a missing versions folder too
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                # Alembic's rule: r"(?!\.\#|__init__)(.*\.py)$"
+                if name.endswith(".py") and not name.startswith(("__init__", ".#")):
+                    if "\n" in name or entry.is_dir():
+                        continue
+                    stat = entry.stat()
+                    files.append(entry.path)
+                    stats.extend(
+                        (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+                    )
+    digest = hashlib.blake2b(f"{_FORMAT}\0{folders}\0".encode(), digest_size=20)
+    digest.update("\0".join(files).encode("utf-8", "surrogateescape"))
+    digest.update(stats.tobytes())
+    return _Fingerprint(files, digest.hexdigest(), stats)
+
+
+def _read_graph(files: list[str]) -> dict[str, tuple[str, ...]] | None:
+    """Each revision's down revisions, read from the files' text; None at the first doubt."""
+    graph: dict[str, tuple[str, ...]] = {}
+    for path in files:
+        with open(path, "rb") as handle:
+            found = _read_revision(handle.read())
+        if found is None:
+            log.debug("no-op check: cannot read %s without running it", path)
+            return None
+        revision, down = found
+        if revision in graph:
+            return None  # duplicate ids: Alembic's warning and choice, not ours
+        graph[revision] = down
+    return graph
+
+
+def _read_revision(text: bytes) -> tuple[str, tuple[str, ...]] | None:
+    """``(revision, down_revisions)`` from one file, or None unless it is plainly literal."""
+    if any(word in text for word in _DYNAMIC):
+        return None
+    values: dict[bytes, bytes] = {}
+    for line in _lines_mentioning(text):
+        match = _ASSIGNMENT.fullmatch(line)
+        if match is None:
+            if _BINDING.search(line):
+                return None
+            continue
+        name = match["name"]
+        if name in values:
+            return None
+        values[name] = match["value"]
+    if b"revision" not in values or b"down_revision" not in values:
+        return None
+    for optional in (b"branch_labels", b"depends_on"):
+        if values.get(optional, b"None") != b"None":
+            return None
+    revision = _literal(values[b"revision"])
+    down = _literal(values[b"down_revision"])
+    if not isinstance(revision, str) or down is None:
+        return None
+    downs = (down,) if isinstance(down, str) else down
+    if revision in downs or len(set(downs)) != len(downs):
+        return None
+    return revision, downs
+
+
+def _lines_mentioning(text: bytes) -> list[bytes]:
+    """Each line containing one of the names, once: a few lines per file, found at C speed
+    (a regex over the whole text costs ~100 us a file)."""
+    starts: dict[int, int] = {}
+    for word in _MENTIONS:
+        at = text.find(word)
+        while at != -1:
+            start = text.rfind(b"\n", 0, at) + 1
+            end = text.find(b"\n", at)
+            end = len(text) if end == -1 else end
+            starts[start] = end
+            at = text.find(word, end)
+    return [text[start:end] for start, end in starts.items()]
+
+
+def _literal(value: bytes) -> str | tuple[str, ...] | None:
+    """A revision id, ``()`` for ``None``, a tuple of ids; None for anything else."""
+    if value == b"None":
+        return ()
+    match = _STRING.fullmatch(value)
+    if match is not None:
+        return _identifier((match[1] or match[2]).decode())
+    if value[:1] in (b"(", b"[") and value[-1:] in (b")", b"]"):
+        try:
+            items = ast.literal_eval(value.decode("ascii"))
+        except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
+            return None
+        if not isinstance(items, tuple | list) or not items:
+            return None
+        ids = tuple(_identifier(i) if isinstance(i, str) else None for i in items)
+        return None if any(i is None for i in ids) else ids  # type: ignore[return-value]
+    return None
+
+
+def _identifier(value: str) -> str | None:
+    plain = value.isascii() and value.replace("_", "a").isalnum()
+    return value if plain and value not in _RESERVED else None
+
+
+def _heads(graph: dict[str, tuple[str, ...]]) -> ScriptHeads | None:
+    """Heads of an acyclic graph whose every down revision exists; None otherwise."""
+    children: dict[str, list[str]] = {revision: [] for revision in graph}
+    for revision, downs in graph.items():
+        for down in downs:
+            if down not in children:
+                return None
+            children[down].append(revision)
+    # Kahn's walk from the bases: a graph with a cycle never visits every revision.
+    waiting = {revision: len(downs) for revision, downs in graph.items()}
+    ready = [revision for revision, count in waiting.items() if count == 0]
+    visited = 0
+    while ready:
+        revision = ready.pop()
+        visited += 1
+        for child in children[revision]:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    if visited != len(graph):
+        return None
+    heads = tuple(sorted(revision for revision, below in children.items() if not below))
+    return ScriptHeads(heads, frozenset(graph), "text")
+
+
+def _read_cache(path: Path, key: str) -> ScriptHeads | None:
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != _FORMAT or data.get("key") != key:
+        return None
+    heads, revisions = data.get("heads"), data.get("revisions")
+    if not isinstance(heads, list) or not isinstance(revisions, list):
+        return None
+    if not all(isinstance(r, str) for r in [*heads, *revisions]) or not set(heads) <= set(
+        revisions
+    ):
+        return None
+    return ScriptHeads(tuple(heads), frozenset(revisions), "cache")
+
+
+def _write_cache(path: Path, key: str, heads: ScriptHeads) -> None:
+    """Write atomically, or not at all (read-only folder, no permission): never an error."""
+    data = {
+        "format": _FORMAT,
+        "key": key,
+        "heads": list(heads.heads),
+        "revisions": sorted(heads.revisions),
+    }
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        path.parent.mkdir(exist_ok=True)
+        temporary.write_text(json.dumps(data))
+        os.replace(temporary, path)
+    except OSError as error:
+        log.debug("no-op check: cache not written to %s (%s)", path, error)
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)

@@ -1,0 +1,211 @@
+"""``Janitor``: owns every database a test session makes on one server, and drops them all.
+
+Names are ``fmpt_<host>_<pid>_<random>_<worker>_<n>``: unique per process and xdist worker, so
+runs never collide, and a crashed run's leftovers are recognizable: the next run on the same
+host drops those whose process is gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+import re
+import secrets
+import socket
+import tempfile
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import MetaData
+
+from .database_servers import PREFIX, DatabaseServer, database_server
+from .result import MigrationResult
+from .runner import migrate
+from .server_choice import server_url
+from .settings import MigrateSettings
+
+log = logging.getLogger("fastapi_migrate")
+# PostgreSQL's DROP DATABASE waits for a checkpoint; drops running side by side share one.
+_DROP_THREADS = 4
+# Drops may lag behind copies by this many before a test waits for them.
+_MAX_PENDING_DROPS = 8
+
+
+def host_tag() -> str:
+    """Six hex digits of this host's name: whose leftovers a run may judge."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+_NAME = re.compile(rf"^{PREFIX}(?P<host>[0-9a-f]{{6}})_(?P<pid>\d+)_")
+
+
+def is_stale(name: str) -> bool:
+    """Whether ``name`` was made on this host by a process that no longer exists."""
+    match = _NAME.match(name)
+    if match is None or match["host"] != host_tag():
+        return False
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, someone else's
+    return False
+
+
+class Janitor:
+    """Makes, copies and drops this process's test databases on ``server``."""
+
+    def __init__(self, server: DatabaseServer, worker: str = "main") -> None:
+        self.server = server
+        worker = re.sub(r"[^a-z0-9]", "", worker.lower())[:8] or "main"
+        self._stem = f"{PREFIX}{host_tag()}_{os.getpid()}_{secrets.token_hex(3)}_{worker}"
+        self._numbers = itertools.count(1)
+        self._live: set[str] = set()
+        self._dropper: ThreadPoolExecutor | None = None
+        self._pending: deque[Future[None]] = deque()
+        self.stale_dropped = self.drop_stale()
+
+    def _new_name(self, label: str | None = None) -> str:
+        return f"{self._stem}_{label or next(self._numbers)}"
+
+    def drop_stale(self) -> list[str]:
+        """Drop databases left by dead processes of this host (a crashed or killed run)."""
+        dropped = [name for name in self.server.names() if is_stale(name)]
+        for name in dropped:
+            self.server.drop(name)
+        return dropped
+
+    def create(self, label: str | None = None) -> tuple[str, str]:
+        """A new empty database: its name and URL."""
+        name = self._new_name(label)
+        self._live.add(name)
+        return name, self.server.create(name)
+
+    def drop(self, name: str) -> None:
+        self.server.drop(name)
+        self._live.discard(name)
+
+    def _drop_soon(self, name: str) -> None:
+        """Drop in background threads where a drop costs server work (a checkpoint on
+        PostgreSQL), so the next test need not wait for it; ``close`` waits, and retries any
+        that failed."""
+        if not self.server.slow_drop:
+            self.drop(name)
+            return
+        if self._dropper is None:
+            self._dropper = ThreadPoolExecutor(
+                _DROP_THREADS, thread_name_prefix="fastapi-migrate-drop"
+            )
+        self._pending.append(self._dropper.submit(self._drop_quietly, name))
+        while self._pending and (
+            len(self._pending) > _MAX_PENDING_DROPS or self._pending[0].done()
+        ):
+            self._pending.popleft().result()
+
+    def wait_for_drops(self) -> None:
+        """Return once the background drops asked for so far are done."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def _drop_quietly(self, name: str) -> None:
+        try:
+            self.drop(name)
+        except Exception as error:  # still in _live: close() drops it again, and raises
+            log.warning("could not drop test database %s (retried at the end): %s", name, error)
+
+    @contextmanager
+    def empty_database(self) -> Iterator[str]:
+        """The URL of a new empty database, dropped afterwards."""
+        name, url = self.create()
+        try:
+            yield url
+        finally:
+            self.drop(name)
+
+    def migrated_template(
+        self, settings: MigrateSettings, *, metadata: MetaData | None = None
+    ) -> MigratedTemplate:
+        """A database brought to the target by ``migrate`` under the user's settings."""
+        name, url = self.create("tpl")
+        try:
+            result = migrate(template_settings(settings, url), metadata=metadata)
+            self.server.prepare_template(name)
+        except BaseException:
+            self.drop(name)
+            raise
+        return MigratedTemplate(self, name, url, result)
+
+    @contextmanager
+    def copy(self, template: str) -> Iterator[str]:
+        """The URL of a new copy of ``template``, dropped afterwards (also if the block fails)."""
+        name = self._new_name()
+        self._live.add(name)
+        try:
+            url = self.server.copy(template, name)
+            yield url
+        finally:
+            self._drop_soon(name)
+
+    def close(self) -> None:
+        """Drop everything still alive, template included; release the server's connections."""
+        try:
+            self.wait_for_drops()
+            if self._dropper is not None:
+                self._dropper.shutdown()
+                self._dropper = None
+            for name in sorted(self._live):
+                self.drop(name)
+        finally:
+            self.server.close()
+
+
+@dataclass(frozen=True)
+class MigratedTemplate:
+    """The session's database at the target revision; tests get copies of it, never it."""
+
+    janitor: Janitor
+    name: str
+    url: str
+    result: MigrationResult
+
+    @contextmanager
+    def copy(self) -> Iterator[str]:
+        with self.janitor.copy(self.name) as url:
+            yield url
+
+
+def template_settings(settings: MigrateSettings, url: str) -> MigrateSettings:
+    """The user's settings aimed at ``url``: migrate it now, whatever mode the app runs in."""
+    return settings.model_copy(
+        update={
+            "database_url": url,
+            "migrate_database_url": None,
+            "mode": "upgrade",
+            "backup_dir": None,
+        }
+    )
+
+
+@contextmanager
+def scratch_database(url: str | None = None) -> Iterator[str]:
+    """``url`` itself when given, else a new empty database on the test server, dropped after."""
+    if url is not None:
+        yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="fastapi-migrate-") as tmp:
+        janitor = Janitor(database_server(server_url(), Path(tmp)))
+        try:
+            with janitor.empty_database() as fresh:
+                yield fresh
+        finally:
+            janitor.close()

@@ -1,0 +1,68 @@
+"""``migrate_on_startup``: the FastAPI adapter, a lifespan that migrates before serving."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy import MetaData
+
+from .errors import ConfigurationError, MigrationError
+from .logs import ensure_visible
+from .runner import migrate
+from .settings import MigrateSettings
+
+log = logging.getLogger("fastapi_migrate")
+
+Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
+
+
+def migrate_on_startup(
+    lifespan: Lifespan | None = None,
+    *,
+    settings: MigrateSettings | None = None,
+    metadata: MetaData | None = None,
+    **overrides: Any,
+) -> Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]]:
+    """A lifespan that brings the database to the target revision, then runs ``lifespan``.
+
+    Settings are read when the app starts, not at import, so tests and containers can set the
+    environment late. The migration runs in a worker thread: Alembic is blocking, and an async
+    ``env.py`` calls ``asyncio.run()``, which cannot run inside the server's event loop.
+    """
+    unknown = set(overrides) - set(MigrateSettings.model_fields)
+    if unknown:
+        raise ConfigurationError(
+            f"migrate_on_startup: unknown setting(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(MigrateSettings.model_fields)}"
+        )
+
+    @asynccontextmanager
+    async def migrating_lifespan(app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
+        ensure_visible()
+        current = _settings(settings, overrides)
+        try:
+            result = await anyio.to_thread.run_sync(lambda: migrate(current, metadata=metadata))
+        except MigrationError as error:
+            log.error("migration failed, the app will not start: %s", error)
+            raise
+        app.state.migration = result
+        app.state.migration_settings = current
+        if lifespan is None:
+            yield None
+        else:
+            async with lifespan(app) as state:
+                yield state
+
+    return migrating_lifespan
+
+
+def _settings(settings: MigrateSettings | None, overrides: Mapping[str, Any]) -> MigrateSettings:
+    if settings is None:
+        return MigrateSettings(**overrides)
+    if not overrides:
+        return settings
+    return type(settings)(**{**settings.model_dump(), **overrides})

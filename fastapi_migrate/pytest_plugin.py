@@ -1,0 +1,107 @@
+"""pytest plugin (registered through the ``pytest11`` entry point): a database at head per test.
+
+The migrations run once per session (per xdist worker) into a template database; each test gets
+a copy of it, so a test's cost does not grow with the number of revisions, and no test sees
+another's rows. Databases go to ``--migrate-db-url`` / ``MIGRATE_TEST_DATABASE_URL`` (a server:
+the plugin creates and drops its own databases there), else to temporary SQLite files.
+
+Every pytest run of a project with fastapi-migrate installed loads this module: it imports
+SQLAlchemy and Alembic only when a fixture is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from .server_choice import SERVER_URL_VARIABLE, server_url, server_url_option, set_server_url
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from .janitor import MigratedTemplate
+    from .settings import MigrateSettings
+
+_previous_url = pytest.StashKey[str | None]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("fastapi-migrate")
+    group.addoption(
+        "--migrate-db-url",
+        default=None,
+        metavar="URL",
+        help="database server for migrated_database_url: the plugin creates and drops its own "
+        f"databases there (default: ${SERVER_URL_VARIABLE}, else temporary SQLite files)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_previous_url] = server_url_option()
+    set_server_url(config.getoption("migrate_db_url", None))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    set_server_url(config.stash.get(_previous_url, None))  # an in-process pytester run ends
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    url = server_url()
+    if not url:
+        return None
+    from .urls import mask_url
+
+    return f"fastapi-migrate: test databases on {mask_url(url)}"
+
+
+@pytest.fixture(scope="session")
+def migrate_settings() -> MigrateSettings:
+    """The settings the template is migrated with; override it in a conftest to change them.
+
+    By default the app's own: environment, ``.env`` and alembic.ini of the working directory.
+    The database URL is the plugin's, never ``DATABASE_URL``.
+    """
+    from .settings import MigrateSettings, url_optional
+
+    with url_optional():
+        return MigrateSettings()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(
+    migrate_settings: MigrateSettings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MigratedTemplate]:
+    """The session's database migrated to head once (per xdist worker); dropped at the end."""
+    from .database_servers import database_server
+    from .janitor import Janitor
+
+    server = database_server(server_url(), tmp_path_factory.mktemp("fastapi-migrate"))
+    janitor = Janitor(server, worker=os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    try:
+        yield janitor.migrated_template(migrate_settings)
+    finally:
+        janitor.close()
+
+
+@pytest.fixture
+def migrated_database_url(migrated_template: MigratedTemplate) -> Iterator[str]:
+    """The URL of a fresh database at head, this test's alone; dropped after the test."""
+    with migrated_template.copy() as url:
+        yield url
+
+
+@pytest.fixture
+def migrated_engine(migrated_database_url: str) -> Iterator[Engine]:
+    """A (blocking) SQLAlchemy engine on ``migrated_database_url``, disposed after the test."""
+    from sqlalchemy import create_engine
+
+    from .database_servers import sync_url
+
+    engine = create_engine(sync_url(migrated_database_url))
+    try:
+        yield engine
+    finally:
+        engine.dispose()

@@ -1,0 +1,148 @@
+"""``MigrationProbe``: the database's revision against the one the app expects, cheaply.
+
+What the app expects is read once: from the startup's ``MigrationResult`` (the revision it
+migrated or waited to), else from the scripts, once. A request then costs one connection and
+one ``SELECT`` on the version table: no script folder is read per request.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy import Connection, Engine, create_engine, pool
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .alembic_run import alembic_config, load_scripts
+from .database import is_async_url, parse_url
+from .plan import ancestry, resolve_target
+from .result import MigrationResult
+from .settings import MigrateSettings
+from .state import read_revisions
+from .urls import redact
+
+log = logging.getLogger("fastapi_migrate")
+
+# A probe that hangs is as bad as one that fails: give up connecting after a few seconds.
+_CONNECT_TIMEOUT = {"psycopg": "connect_timeout", "psycopg2": "connect_timeout",
+                    "pymysql": "connect_timeout", "aiomysql": "connect_timeout",
+                    "asyncpg": "timeout"}  # fmt: skip
+_CONNECT_SECONDS = 5
+
+
+def _engine(url: URL) -> Engine | AsyncEngine:
+    """A sync server driver keeps one connection (connecting costs more than the query); an
+    async one connects per request, since a kept connection belongs to one event loop and an
+    app may be served by several in turn (each ``TestClient`` block runs its own)."""
+    timeout = _CONNECT_TIMEOUT.get(url.get_driver_name())
+    options: dict[str, Any] = {"connect_args": {timeout: _CONNECT_SECONDS} if timeout else {}}
+    if is_async_url(url):
+        return create_async_engine(url, poolclass=pool.NullPool, **options)
+    if url.get_backend_name() == "sqlite":
+        return create_engine(url, poolclass=pool.NullPool, **options)
+    return create_engine(
+        url, pool_size=1, max_overflow=1, pool_pre_ping=True, pool_recycle=300, **options
+    )
+
+
+class MigrationProbe:
+    """One per app: an engine on ``DATABASE_URL`` and the revisions the app expects."""
+
+    def __init__(self, settings: MigrateSettings, result: MigrationResult | None) -> None:
+        self.settings = settings
+        self.url = parse_url(settings.database_url or "")
+        self.engine = _engine(self.url)
+        self._trees = _narrowed(settings)
+        self._expected: tuple[str, ...] | None = None
+        self._below: frozenset[str] | None = None
+        if result is not None and result.action != "skipped" and result.to_revision:
+            self._expected = tuple(result.to_revision.split(","))
+
+    def _load_scripts(self) -> None:
+        """The target and every revision below it, from the scripts (of every migration tree),
+        once per process."""
+        expected: list[str] = []
+        below: set[str] = set()
+        for settings in self._trees:
+            script = load_scripts(alembic_config(settings))
+            targets = resolve_target(script, settings.target)
+            expected += targets
+            wanted = targets if self._expected is None else self._expected
+            known = {s.revision for s in script.walk_revisions()}
+            # Revisions the app knows at or below its target: the database there is behind.
+            below |= set(ancestry(script, tuple(r for r in wanted if r in known)))
+        if self._expected is None:
+            self._expected = tuple(expected)
+        self._below = frozenset(below)
+
+    def _read(self, connection: Connection) -> tuple[str, ...]:
+        return tuple(
+            revision
+            for settings in self._trees
+            for revision in read_revisions(
+                connection,
+                version_table=settings.version_table,
+                version_table_schema=settings.version_table_schema,
+            )
+        )
+
+    async def current(self) -> tuple[str, ...]:
+        if isinstance(self.engine, AsyncEngine):
+            async with self.engine.connect() as conn:
+                return await conn.run_sync(self._read)
+        engine = self.engine
+
+        def read() -> tuple[str, ...]:
+            with engine.connect() as conn:
+                return self._read(conn)
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def status(self) -> dict[str, Any]:
+        """``{"status": "ok"|"ahead"|"pending"|"error", "current": ..., "head": ...}``."""
+        try:
+            if self._expected is None:
+                await anyio.to_thread.run_sync(self._load_scripts)
+            current = await self.current()
+            if set(current) == set(self._expected or ()):
+                return _status("ok", current, self._expected)
+            if current and self._below is None:
+                await anyio.to_thread.run_sync(self._load_scripts)
+        except Exception as error:
+            reason = redact(f"{type(error).__name__}: {error}".splitlines()[0], [self.url])
+            log.warning("migration status unavailable: %s", reason)
+            return _status("error", None, self._expected)
+        # A revision above the target or unknown to these scripts: a newer release migrated
+        # (rolling deploy); this replica's schema is still there, so it stays ready.
+        if current and not set(current) <= (self._below or frozenset()):
+            return _status("ahead", current, self._expected)
+        return _status("pending", current, self._expected)
+
+
+def _narrowed(settings: MigrateSettings) -> list[MigrateSettings]:
+    """The settings of each migration tree (``MIGRATE_TREES``), else ``settings`` alone."""
+    if not settings.trees:
+        return [settings]
+    from .trees import tree_settings
+
+    return [tree_settings(settings, tree) for tree in settings.trees]
+
+
+def _status(
+    status: str, current: tuple[str, ...] | None, head: tuple[str, ...] | None
+) -> dict[str, Any]:
+    return {"status": status, "current": ",".join(current or ()) or None,
+            "head": ",".join(head or ()) or None}  # fmt: skip
+
+
+def probe_for(app: Any) -> MigrationProbe:
+    """The app's probe, made on first use from what its startup recorded."""
+    probe: MigrationProbe | None = getattr(app.state, "migration_probe", None)
+    if probe is None:
+        settings = getattr(app.state, "migration_settings", None) or MigrateSettings()
+        result = getattr(app.state, "migration", None)
+        probe = MigrationProbe(settings, result if isinstance(result, MigrationResult) else None)
+        app.state.migration_probe = probe
+    return probe

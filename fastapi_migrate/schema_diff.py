@@ -1,0 +1,94 @@
+"""``schema_differences``: how the models differ from the database, one readable line each.
+
+Alembic's autogenerate ``compare_metadata`` finds the differences; this names them for a human
+(a CI log), where Alembic's own tuples show reprs of ``Table`` and ``Column`` objects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Column, Connection, Index, MetaData, Table
+from sqlalchemy.schema import Constraint
+
+_MISSING = "in the models, missing from the database"
+_EXTRA = "in the database, not in the models"
+
+
+def schema_differences(
+    connection: Connection,
+    metadata: MetaData,
+    *,
+    version_table: str = "alembic_version",
+    version_table_schema: str | None = None,
+) -> list[str]:
+    """Every difference between ``metadata`` and the database's schema (the version table is
+    left out), as Alembic's autogenerate sees it with ``compare_type``."""
+    context = MigrationContext.configure(
+        connection,
+        opts={
+            "compare_type": True,
+            "target_metadata": metadata,
+            "version_table": version_table,
+            "version_table_schema": version_table_schema,
+        },
+    )
+    lines: list[str] = []
+    for diff in compare_metadata(context, metadata):
+        # Changes to one column come grouped in a list.
+        for one in diff if isinstance(diff, list) else [diff]:
+            lines.append(describe(one))
+    return lines
+
+
+def _qualified(schema: str | None, name: str) -> str:
+    return f"{schema}.{name}" if schema else name
+
+
+def _thing(obj: Any) -> str:
+    """``table t``, ``index ix on t``, ``foreign key fk on t``..."""
+    if isinstance(obj, Table):
+        return f"table {_qualified(obj.schema, obj.name)}"
+    table = getattr(obj, "table", None)
+    on = f" on {_qualified(table.schema, table.name)}" if isinstance(table, Table) else ""
+    if isinstance(obj, Index):
+        return f"index {obj.name or '(unnamed)'}{on}"
+    if isinstance(obj, Constraint):
+        kind = type(obj).__name__.replace("Constraint", "").replace("ForeignKey", "foreign key")
+        return f"{kind.lower().strip() or 'constraint'} constraint {obj.name or '(unnamed)'}{on}"
+    return repr(obj)
+
+
+def describe(diff: tuple[Any, ...]) -> str:
+    """One of ``compare_metadata``'s tuples as a sentence."""
+    kind = diff[0]
+    if kind in ("add_column", "remove_column"):
+        _, schema, table, column = diff
+        assert isinstance(column, Column)
+        where = _MISSING if kind == "add_column" else _EXTRA
+        return f"column {_qualified(schema, table)}.{column.name}: {where}"
+    if kind.startswith("modify_"):
+        _, schema, table, column, _existing, old, new = diff
+        what = {"modify_default": "server default"}.get(kind, kind.removeprefix("modify_"))
+        return (
+            f"column {_qualified(schema, table)}.{column}: {what} is {_show(old)} in the "
+            f"database, {_show(new)} in the models"
+        )
+    if kind.startswith(("add_", "remove_")) and len(diff) == 2:
+        where = _MISSING if kind.startswith("add_") else _EXTRA
+        return f"{_thing(diff[1])}: {where}"
+    return f"{kind}: " + ", ".join(_show(part) for part in diff[1:])
+
+
+def _show(value: Any) -> str:
+    value = getattr(value, "arg", value)  # a server default wraps its expression
+    if value is None:
+        return "none"
+    if hasattr(value, "compile"):
+        try:
+            return str(value.compile())
+        except Exception:
+            return repr(value)
+    return str(value)

@@ -1,0 +1,168 @@
+"""``MigrateSettings``: one place that reads the environment, ``.env`` and alembic.ini."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from alembic.config import Config
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from .errors import ConfigurationError
+from .migration_tree import MigrationTree, check_trees
+from .urls import mask_url
+
+Mode = Literal["upgrade", "wait", "check", "off"]
+EmptyDatabaseStrategy = Literal["upgrade", "create_all"]
+UnknownRevisionPolicy = Literal["error", "ignore"]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_URL_FIELDS = ("database_url", "migrate_database_url")
+# Commands that never connect (``init``, ``revision`` without autogenerate) need no URL.
+_url_required: ContextVar[bool] = ContextVar("fastapi_migrate_url_required", default=True)
+
+
+@contextlib.contextmanager
+def url_optional() -> Iterator[None]:
+    """Within this block, settings without a database URL are valid."""
+    token = _url_required.set(False)
+    try:
+        yield
+    finally:
+        _url_required.reset(token)
+
+
+def _env(name: str) -> Any:
+    """Accept the field name (Python) and the environment variable (deployments)."""
+    return Field(default=None, validation_alias=AliasChoices(name.lower(), name))
+
+
+class MigrateSettings(BaseSettings):
+    """Every knob of fastapi-migrate; each field reads the environment variable in its docs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MIGRATE_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        case_sensitive=False,
+    )
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("database_url", "DATABASE_URL")
+    )
+    migrate_database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("migrate_database_url", "MIGRATE_DATABASE_URL"),
+    )
+    config: Path | None = None
+    script_location: str | None = None
+    mode: Mode = "upgrade"
+    target: str = "head"
+    empty_database: EmptyDatabaseStrategy = "upgrade"
+    baseline: str | None = None
+    metadata: str | None = None
+    lock_timeout: float = Field(default=300.0, ge=0)
+    connect_timeout: float = Field(default=30.0, ge=0)
+    unknown_revision: UnknownRevisionPolicy = "error"
+    version_table: str = "alembic_version"
+    version_table_schema: str | None = None
+    backup_dir: Path | None = None
+    # Seconds a DDL statement may wait for a table lock (PostgreSQL lock_timeout, MySQL
+    # lock_wait_timeout) before the migration fails instead of stalling every query behind it.
+    ddl_lock_timeout: float = Field(default=10.0, ge=0)
+    lock: bool = True
+    # Several packages' migrations, each with its own version table, in this order (JSON in
+    # MIGRATE_TREES); empty: the one tree of script_location and version_table.
+    trees: list[MigrationTree] = Field(default_factory=list)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigurationError(_explain(exc)) from None
+        except SettingsError as exc:  # a list setting that is not JSON
+            raise ConfigurationError(
+                f"invalid settings: {exc}: MIGRATE_TREES is JSON, e.g. "
+                '[{"script_location": "auth/migrations", "version_table": "auth_version"}]'
+            ) from None
+
+    @field_validator("version_table", "version_table_schema")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not _IDENTIFIER.match(value):
+            raise ValueError(
+                f"{value!r} is not a plain SQL identifier (letters, digits, _; at most 63)"
+            )
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty; use 'head'")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _defaults_from_alembic_ini(self) -> MigrateSettings:
+        if self.config is None and Path("alembic.ini").is_file():
+            self.config = Path("alembic.ini")
+        if self.config is not None and not self.config.is_file():
+            raise ValueError(f"MIGRATE_CONFIG: {str(self.config)!r} is not a file")
+        if self.database_url is None and self.config is not None:
+            url = Config(str(self.config)).get_main_option("sqlalchemy.url")
+            self.database_url = url or None
+        if self.database_url is None and self.mode != "off" and _url_required.get():
+            raise ValueError(
+                "DATABASE_URL: no database URL; set DATABASE_URL "
+                "(or sqlalchemy.url in alembic.ini, or MigrateSettings(database_url=...))"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _trees_fit(self) -> MigrateSettings:
+        check_trees(self.trees, empty_database=self.empty_database, baseline=self.baseline)
+        return self
+
+    @property
+    def ddl_url(self) -> str | None:
+        """The URL migrations run with: ``MIGRATE_DATABASE_URL``, else ``DATABASE_URL``."""
+        return self.migrate_database_url or self.database_url
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (mask_url(value) if name in _URL_FIELDS and value else value)
+
+
+_ENV_NAMES = {
+    "database_url": "DATABASE_URL",
+    "migrate_database_url": "MIGRATE_DATABASE_URL",
+}
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field``."""
+    return _ENV_NAMES.get(field, f"MIGRATE_{field.upper()}")
+
+
+def _explain(exc: ValidationError) -> str:
+    """One line per bad setting, naming its variable and never echoing a URL."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        ctx_error = error.get("ctx", {}).get("error")
+        message = str(ctx_error) if ctx_error is not None else error["msg"]
+        if not field:
+            lines.append(message)  # raised by the model validator: names its own variable
+            continue
+        name = env_name(field)
+        if field in _URL_FIELDS:
+            lines.append(f"{name}: {message}")
+        else:
+            lines.append(f"{name}: {message} (got {error.get('input')!r})")
+    return "invalid settings: " + "; ".join(lines)

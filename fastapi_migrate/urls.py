@@ -1,0 +1,66 @@
+"""Render URLs and messages without passwords: nothing we print may leak a credential."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+MASK = "***"
+# user:password@ in anything that looks like a URL, for strings SQLAlchemy cannot parse. The
+# password runs to the last @ of the word: an unescaped @ in it must not show the rest.
+_USERINFO = re.compile(r"(?P<scheme>[\w+.-]+://)(?P<user>[^:/@\s]*):(?P<password>\S*)@")
+# user:password@host with the scheme forgotten: everything up to the last @ may be the password.
+_BARE_USERINFO = re.compile(r"^(?P<user>[^:/@\s]*):(?P<password>\S*)@")
+
+
+def mask_url(url: str | URL | None) -> str:
+    """The URL as a string, its password replaced by ``***``."""
+    if url is None:
+        return "<no URL>"
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    if has_unescaped_at(url):  # SQLAlchemy would show the password's tail as the host
+        return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError, TypeError):
+        if "://" not in url:
+            return _BARE_USERINFO.sub(lambda m: f"{m['user']}:{MASK}@", url)
+        return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+
+
+def has_unescaped_at(url: str) -> bool:
+    """Whether the password seems to hold a raw ``@`` (SQLAlchemy splits at the first one)."""
+    if "://" not in url:
+        return False
+    return url.split("://", 1)[1].split("?", 1)[0].count("@") > 1
+
+
+def passwords_of(urls: Iterable[str | URL | None]) -> list[str]:
+    """The passwords in these URLs, raw and as they appear %-encoded in a URL string."""
+    found: list[str] = []
+    for url in urls:
+        if url is None:
+            continue
+        raw = str(url) if not isinstance(url, URL) else url.render_as_string(hide_password=False)
+        try:
+            parsed = make_url(url) if not isinstance(url, URL) else url
+            if parsed.password:
+                found.append(str(parsed.password))
+        except (ArgumentError, ValueError, TypeError):
+            pass
+        match = _USERINFO.search(raw) if "://" in raw else _BARE_USERINFO.search(raw)
+        if match and match["password"]:
+            found.append(match["password"])
+    # Longest first, so a password that contains another is replaced whole.
+    return sorted({p for p in found if p}, key=len, reverse=True)
+
+
+def redact(text: str, urls: Iterable[str | URL | None]) -> str:
+    """``text`` with every password of ``urls`` (and any user:password@) replaced by ``***``."""
+    for password in passwords_of(urls):
+        text = text.replace(password, MASK)
+    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)

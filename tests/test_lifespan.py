@@ -1,0 +1,237 @@
+"""``migrate_on_startup``: in a running app (TestClient) and under a real uvicorn process."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.testclient import TestClient
+
+from fastapi_migrate import (
+    MigrationResult,
+    UnversionedDatabase,
+    migrate_on_startup,
+)
+
+from .support import (
+    add_revision,
+    current_revisions,
+    execute,
+    free_port,
+    start_uvicorn,
+    subprocess_env,
+    table_names,
+    to_async,
+    write_migrations,
+)
+
+
+def test_app_lifespan_runs_after_the_migration_and_its_state_reaches_requests(
+    project: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'app.sqlite'}"
+    write_migrations(project, 2)
+    seen: list[object] = []
+
+    @asynccontextmanager
+    async def own(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        seen.append(table_names(url))
+        yield {"greeting": "hello"}
+        seen.append("closed")
+
+    app = FastAPI(lifespan=migrate_on_startup(own, database_url=url))
+
+    @app.get("/state")
+    def state(request: Request) -> dict[str, Any]:
+        result: MigrationResult = request.app.state.migration
+        return {"greeting": request.state.greeting, "action": result.action}
+
+    with TestClient(app) as client:
+        assert client.get("/state").json() == {"greeting": "hello", "action": "upgraded"}
+        assert app.state.migration.applied == ["r1", "r2"]
+    assert seen == [{"t1", "t2", "alembic_version"}, "closed"]
+
+    with TestClient(app) as client:  # a restart: nothing to do
+        assert client.get("/state").json() == {"greeting": "hello", "action": "noop"}
+
+
+@pytest.mark.parametrize("env", ["fastapi", "async"])
+def test_async_env_runs_in_a_worker_thread_of_a_running_app(
+    project: Path, database_url: str, env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    location = write_migrations(project, 1, env=env)
+    threads = project / "threads.txt"
+    add_revision(
+        location,
+        "r2",
+        "r1",
+        upgrade=(
+            "import threading\n"
+            f"open({str(threads)!r}, 'a').write(str(threading.get_ident()))\n"
+            "op.create_table('t2', sa.Column('id', sa.Integer, primary_key=True))"
+        ),
+    )
+    monkeypatch.setenv("DATABASE_URL", to_async(database_url))
+    loop_thread: list[int] = []
+
+    @asynccontextmanager
+    async def own(app: FastAPI) -> AsyncIterator[None]:
+        loop_thread.append(threading.get_ident())
+        yield
+
+    app = FastAPI(lifespan=migrate_on_startup(own))
+    with TestClient(app):
+        assert app.state.migration.action == "upgraded"
+    assert current_revisions(database_url) == {"r2"}
+    assert int(threads.read_text()) != loop_thread[0]
+
+
+def test_a_failed_migration_fails_startup_and_the_app_lifespan_never_runs(
+    project: Path, database_url: str
+) -> None:
+    write_migrations(project, 1)
+    execute(database_url, "CREATE TABLE legacy (id INTEGER PRIMARY KEY)")
+    entered: list[bool] = []
+
+    @asynccontextmanager
+    async def own(app: FastAPI) -> AsyncIterator[None]:
+        entered.append(True)
+        yield
+
+    app = FastAPI(lifespan=migrate_on_startup(own, database_url=database_url))
+    with pytest.raises(UnversionedDatabase), TestClient(app):
+        pass
+    assert entered == []
+    assert not hasattr(app.state, "migration")
+    assert table_names(database_url) == {"legacy"}
+
+
+APP = """\
+from fastapi import FastAPI
+from fastapi_migrate import migrate_on_startup
+
+app = FastAPI(lifespan=migrate_on_startup())
+
+
+@app.get("/")
+def root() -> dict[str, bool]:
+    return {"ok": True}
+"""
+
+
+def test_uvicorn_exits_non_zero_serves_nothing_and_hides_the_password(project: Path) -> None:
+    write_migrations(project, 1)
+    (project / "main.py").write_text(APP)
+    password = f"s3cret-{uuid.uuid4().hex[:6]}"
+    url = f"postgresql+psycopg://app:{password}@127.0.0.1:{free_port()}/x"
+    env = subprocess_env(DATABASE_URL=url, MIGRATE_CONNECT_TIMEOUT="1")
+    proc, port = start_uvicorn("main:app", project, env)
+    answered = []
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            answered.append(httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code)
+        except httpx.TransportError:
+            time.sleep(0.1)
+    try:
+        returncode = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    output = proc.stdout.read() if proc.stdout else ""
+
+    assert returncode != 0
+    assert answered == []
+    assert output.count("migration failed, the app will not start") == 1, output
+    assert "DatabaseUnavailable" in output
+    assert "cannot connect to postgresql+psycopg://app:***@127.0.0.1" in output
+    assert "Application startup failed" in output
+    assert password not in output
+
+
+LOGGING_INI = """\
+[alembic]
+script_location = %(here)s/migrations
+
+[loggers]
+keys = root,alembic
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARNING
+handlers = console
+
+[logger_alembic]
+level = INFO
+handlers =
+qualname = alembic
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %(levelname)-5.5s [%(name)s] %(message)s
+"""
+
+FILECONFIG_ENV = """\
+from logging.config import fileConfig
+from pathlib import Path
+
+from fastapi_migrate.alembic_env import run_migrations
+
+# Unconditionally, with disable_existing_loggers=True: every logger made before goes silent.
+fileConfig(Path(__file__).resolve().parents[1] / "alembic.ini")
+run_migrations()
+"""
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_app_logging_survives_an_env_py_that_calls_fileconfig(
+    project: Path, tmp_path: Path
+) -> None:
+    location = write_migrations(project, 1)
+    (location / "env.py").write_text(FILECONFIG_ENV)
+    (project / "alembic.ini").write_text(LOGGING_INI)
+    logger = logging.getLogger(f"myapp.{uuid.uuid4().hex[:6]}")
+    logger.setLevel(logging.INFO)
+    collect = _Collect()
+    logger.addHandler(collect)
+    root_handlers = list(logging.getLogger().handlers)
+    url = f"sqlite:///{tmp_path / 'app.sqlite'}"
+
+    app = FastAPI(lifespan=migrate_on_startup(database_url=url))
+    try:
+        with TestClient(app):
+            assert app.state.migration.applied == ["r1"]
+            assert logger.disabled is False
+            logger.info("still here")
+    finally:
+        logger.removeHandler(collect)
+    assert collect.messages == ["still here"]
+    assert logging.getLogger().handlers == root_handlers

@@ -1,0 +1,308 @@
+"""The pytest plugin, run as a user's project runs it: a real inner pytest (``pytester``) on a
+project with migrations, on SQLite, PostgreSQL and MariaDB, under pytest-xdist."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from fastapi_migrate.database_servers import DatabaseServer, database_server
+from fastapi_migrate.janitor import Janitor, host_tag, is_stale
+
+from .conftest import require_backend
+from .support import MARIADB_SERVER, PG_SERVER, add_revision, write_migrations
+
+pytest_plugins = ["pytester"]
+
+SERVERS = {"postgresql": PG_SERVER, "mariadb": MARIADB_SERVER}
+PLUGIN = "fastapi_migrate.pytest_plugin"
+
+SEED_AND_CHILD = """\
+op.execute("INSERT INTO t1 (id, name) VALUES (1, 'seed')")
+op.create_table(
+    'child',
+    sa.Column('id', sa.Integer, primary_key=True),
+    sa.Column('parent_id', sa.Integer, sa.ForeignKey('t1.id', name='fk_child_parent')),
+    sa.Column('name', sa.String(20)),
+)
+op.create_index('ix_child_name', 'child', ['name'])"""
+
+# Each test writes a row and expects the tables as the migrations left them; one fails on
+# purpose (its database must be dropped all the same). Every database used is recorded.
+USER_TESTS = """\
+import pytest
+import sqlalchemy as sa
+
+
+@pytest.fixture(autouse=True)
+def record(migrated_database_url, migrated_template):
+    with open("used.txt", "a") as f:
+        f.write(f"{migrated_database_url}\\n{migrated_template.url}\\n")
+
+
+@pytest.mark.parametrize("k", range(6))
+def test_fresh_database_at_head(migrated_engine, k):
+    with migrated_engine.begin() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM t2")).scalar() == 0
+        c.execute(sa.text("INSERT INTO t2 (name) VALUES ('mine')"))
+        assert c.execute(sa.text("SELECT name FROM t1")).scalars().all() == ["seed"]
+        assert c.execute(sa.text("SELECT version_num FROM fm_versions")).scalars().all() == ["r4"]
+    inspector = sa.inspect(migrated_engine)
+    fks = inspector.get_foreign_keys("child")
+    assert [(fk["referred_table"], fk["constrained_columns"]) for fk in fks] == [
+        ("t1", ["parent_id"])
+    ]
+    indexes = {ix["name"]: ix["column_names"] for ix in inspector.get_indexes("child")}
+    assert indexes["ix_child_name"] == ["name"]
+
+
+def test_failing_on_purpose(migrated_engine):
+    with migrated_engine.begin() as c:
+        c.execute(sa.text("INSERT INTO t2 (name) VALUES ('mine')"))
+    assert False, "fails on purpose"
+"""
+
+
+@pytest.fixture
+def user_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project with migrations in db/migrations (set by its alembic.ini), a custom version
+    table, and a DATABASE_URL that must never be touched."""
+    for name in list(os.environ):
+        if name.startswith(("MIGRATE_", "PYTEST_XDIST")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    root = pytester.path
+    location = write_migrations(root / "db", 3)
+    add_revision(location, "r4", "r3", upgrade=SEED_AND_CHILD, downgrade="op.drop_table('child')")
+    (root / "alembic.ini").write_text(
+        "[alembic]\nscript_location = db/migrations\nsqlalchemy.url = sqlite:///never-used.db\n"
+    )
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/never_used")
+    monkeypatch.setenv("MIGRATE_VERSION_TABLE", "fm_versions")
+    return root
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseServer]:
+    backend: str = request.param
+    require_backend(backend)
+    found = database_server(SERVERS[backend], tmp_path)
+    try:
+        yield found
+    finally:
+        found.close()
+
+
+def run_inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    """The inner pytest with only xdist and this plugin loaded, named as a user would with
+    ``-p``: every other installed plugin (hypothesis...) would cost seconds per process."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+        return pytester.runpytest_subprocess("-p", "xdist.plugin", "-p", PLUGIN, *args)
+
+
+def _used(root: Path) -> tuple[set[str], set[str]]:
+    """Database names of the copies and of the templates the inner run recorded."""
+    names = [sa.make_url(u).database or "" for u in (root / "used.txt").read_text().split()]
+    templates = {Path(n).stem for n in names if n.endswith("_tpl") or n.endswith("_tpl.sqlite")}
+    return {Path(n).stem for n in names} - templates, templates
+
+
+def _assert_all_gone(root: Path, server: DatabaseServer | None, copies: set[str]) -> None:
+    assert len(copies) == 7  # one database per test, none shared
+    if server is None:
+        assert list(root.rglob("fmpt_*")) == []
+    else:
+        left = set(server.names())
+        assert left.isdisjoint(copies | _used(root)[1])
+
+
+def test_sqlite_by_default_under_xdist(pytester: pytest.Pytester, user_project: Path) -> None:
+    pytester.makepyfile(test_user=USER_TESTS)
+    result = run_inner(pytester, "-n", "2")
+    result.assert_outcomes(passed=6, failed=1)
+    result.stdout.fnmatch_lines(["*fails on purpose*"])
+    copies, templates = _used(user_project)
+    assert {t.rsplit("_", 2)[-2] for t in templates} == {"gw0", "gw1"}  # one per worker
+    _assert_all_gone(user_project, None, copies)
+    assert not (user_project / "never-used.db").exists()
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mariadb"], indirect=True)
+def test_server_from_option_under_xdist(
+    pytester: pytest.Pytester, user_project: Path, server: DatabaseServer
+) -> None:
+    pytester.makepyfile(test_user=USER_TESTS)
+    url = server.url("test")  # what a user passes: a URL on the server (its database unused)
+    result = run_inner(pytester, "-n", "2", "--migrate-db-url", url)
+    result.assert_outcomes(passed=6, failed=1)
+    copies, templates = _used(user_project)
+    assert len(templates) == 2
+    _assert_all_gone(user_project, server, copies)
+
+
+@pytest.mark.parametrize("server", ["postgresql"], indirect=True)
+def test_server_from_environment_variable_with_an_async_driver(
+    pytester: pytest.Pytester,
+    user_project: Path,
+    server: DatabaseServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytester.makepyfile(test_user=USER_TESTS)
+    async_url = sa.make_url(server.url("test")).set(drivername="postgresql+asyncpg")
+    monkeypatch.setenv("MIGRATE_TEST_DATABASE_URL", async_url.render_as_string(False))
+    result = pytester.runpytest_subprocess()  # the plugin loaded by its entry point
+    result.assert_outcomes(passed=6, failed=1)
+    result.stdout.fnmatch_lines(["fastapi-migrate: test databases on postgresql+asyncpg://*"])
+    used = (user_project / "used.txt").read_text().split()
+    assert {sa.make_url(u).drivername for u in used} == {"postgresql+asyncpg"}
+    copies, _ = _used(user_project)
+    _assert_all_gone(user_project, server, copies)
+
+
+APP = """\
+import os
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from fastapi_migrate import migrate_on_startup
+
+
+@asynccontextmanager
+async def lifespan(app):
+    app.state.engine = sa.create_engine(os.environ["DATABASE_URL"])  # read at startup
+    yield
+    app.state.engine.dispose()
+
+
+app = FastAPI(lifespan=migrate_on_startup(lifespan))
+
+
+@app.post("/items/{name}", status_code=201)
+def add(name: str) -> None:
+    with app.state.engine.begin() as c:
+        c.execute(sa.text("INSERT INTO t2 (name) VALUES (:n)"), {"n": name})
+
+
+@app.get("/items")
+def items() -> list[str]:
+    with app.state.engine.connect() as c:
+        return list(c.execute(sa.text("SELECT name FROM t2 ORDER BY id")).scalars())
+"""
+
+# The README's recipe, word for word.
+APP_CONFTEST = """\
+import pytest
+from fastapi.testclient import TestClient
+
+
+@pytest.fixture
+def client(migrated_database_url, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", migrated_database_url)
+    monkeypatch.delenv("MIGRATE_DATABASE_URL", raising=False)
+    from app import app
+
+    with TestClient(app) as client:
+        assert app.state.migration.action == "noop"  # the copy is at head already
+        yield client
+"""
+
+APP_TESTS = """\
+import pytest
+
+
+@pytest.mark.parametrize("name", ["ada", "grace", "linus"])
+def test_each_test_sees_only_its_rows(client, name):
+    assert client.get("/items").json() == []
+    assert client.post(f"/items/{name}").status_code == 201
+    assert client.get("/items").json() == [name]
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_app_recipe_starts_on_the_test_database_and_migrates_nothing(
+    pytester: pytest.Pytester, user_project: Path, backend: str
+) -> None:
+    pytester.makepyfile(app=APP, conftest=APP_CONFTEST, test_app=APP_TESTS)
+    args = []  # the plugin loaded by its entry point, as in a user's project
+    if backend != "sqlite":
+        require_backend(backend)
+        args += ["--migrate-db-url", SERVERS[backend]]
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=3)
+
+
+@pytest.mark.parametrize("server", ["postgresql"], indirect=True)
+def test_failing_migrations_error_every_test_and_leave_nothing(
+    pytester: pytest.Pytester, user_project: Path, server: DatabaseServer
+) -> None:
+    add_revision(
+        user_project / "db" / "migrations", "r5", "r4", upgrade="raise RuntimeError('broken r5')"
+    )
+    pytester.makepyfile(test_user=USER_TESTS)
+    before = set(server.names())
+    result = run_inner(pytester, "--migrate-db-url", PG_SERVER)
+    result.assert_outcomes(errors=7)
+    result.stdout.fnmatch_lines(["*MigrationFailed: revision r5 failed: RuntimeError: broken r5*"])
+    assert [n for n in set(server.names()) - before if is_stale(n)] == []
+
+
+CRASHING_TEST = """\
+import os
+
+
+def test_killed(migrated_database_url):
+    os.kill(os.getpid(), 9)
+"""
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mariadb"], indirect=True)
+def test_a_killed_run_is_cleaned_up_by_the_next(
+    pytester: pytest.Pytester, user_project: Path, server: DatabaseServer
+) -> None:
+    pytester.makepyfile(test_crash=CRASHING_TEST)
+    url = server.url("test")
+    killed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", PLUGIN, "--migrate-db-url", url],
+        cwd=user_project,
+        env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -9
+    leftovers = [n for n in server.names() if is_stale(n)]
+    assert any(n.endswith("_tpl") for n in leftovers)  # the template and the test's copy
+
+    janitor = Janitor(server)  # what the next run does first
+    assert set(leftovers) <= set(janitor.stale_dropped)
+    assert set(server.names()).isdisjoint(leftovers)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("server", ["postgresql", "mariadb"], indirect=True)
+def test_leftovers_of_live_processes_and_other_hosts_are_kept(server: DatabaseServer) -> None:
+    other = "000000" if host_tag() != "000000" else "111111"
+    live = f"fmpt_{host_tag()}_{os.getppid()}_abcdef_main_tpl"
+    other_host = f"fmpt_{other}_{_dead_pid()}_abcdef_main_tpl"
+    for name in (live, other_host):
+        server.create(name)
+    try:
+        Janitor(server)
+        assert {live, other_host} <= set(server.names())
+    finally:
+        for name in (live, other_host):
+            server.drop(name)
+    assert {live, other_host}.isdisjoint(server.names())
