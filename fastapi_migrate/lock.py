@@ -125,6 +125,8 @@ def _postgresql_lock(
                         "now() - a.backend_start FROM pg_locks l "
                         "JOIN pg_stat_activity a ON a.pid = l.pid "
                         "WHERE l.locktype = 'advisory' AND l.granted "
+                        "AND l.database = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database()) "
                         "AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1"
                     ),
                     {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF},

@@ -22,14 +22,30 @@ def mask_url(url: str | URL | None) -> str:
         return "<no URL>"
     if isinstance(url, URL):
         return url.render_as_string(hide_password=True)
-    if has_unescaped_at(url):  # SQLAlchemy would show the password's tail as the host
-        return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+    raw = _split_raw(url)
+    if raw is not None and has_unescaped_at(url):  # SQLAlchemy would show its tail as the host
+        scheme, user, _password, after = raw
+        return f"{scheme}://{user}:{MASK}@{after}"
     try:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError, TypeError):
         if "://" not in url:
             return _BARE_USERINFO.sub(lambda m: f"{m['user']}:{MASK}@", url)
         return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+
+
+def _split_raw(url: str) -> tuple[str, str, str, str] | None:
+    """Scheme, user, password and the rest of a URL string typed with its password unescaped.
+
+    The password runs to the *last* ``@``: it may hold any character, ``@ / ? :`` and Unicode
+    spaces included, and hiding a host by mistake is better than showing a password's tail.
+    """
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, after = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return None
+    user, _, password = userinfo.partition(":")
+    return scheme, user, password, after
 
 
 def has_unescaped_at(url: str) -> bool:
@@ -52,6 +68,9 @@ def passwords_of(urls: Iterable[str | URL | None]) -> list[str]:
                 found.append(str(parsed.password))
         except (ArgumentError, ValueError, TypeError):
             pass
+        split = _split_raw(raw)
+        if split is not None:
+            found.append(split[2])
         match = _USERINFO.search(raw) if "://" in raw else _BARE_USERINFO.search(raw)
         if match and match["password"]:
             found.append(match["password"])

@@ -86,6 +86,8 @@ from fastapi_migrate.lock import advisory_key
 key = advisory_key(None, "alembic_version")
 holder = (
     "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    # Advisory locks are per database: other tests' databases hold the same key meanwhile.
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     f"AND classid = {{(key >> 32) & 0xFFFFFFFF}} AND objid = {{key & 0xFFFFFFFF}} AND objsubid = 1"
 )
 lock_held = sa.text(f"SELECT count(*) FROM ({{holder}}) h")

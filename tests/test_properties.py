@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from fastapi_migrate import ConfigurationError, MigrateSettings, MigrationError, migrate
@@ -169,6 +169,8 @@ def test_a_bad_setting_beside_a_url_does_not_show_the_url(password: str, timeout
 
 @SLOW
 @given(password=PASSWORDS, driver=DRIVERS, raw=st.booleans())
+# Found by hypothesis: a raw '@' then a Unicode space (NEL) once cut the masked password short.
+@example(password="@Zq7\x85", driver="postgresql+psycopg", raw=True)
 def test_a_failed_start_shows_the_password_nowhere(
     scripts: Path, password: str, driver: str, raw: bool
 ) -> None:
