@@ -12,6 +12,7 @@ from sqlalchemy import MetaData
 
 from .errors import ConfigurationError, MigrationError
 from .logs import ensure_visible
+from .readiness import close_probe
 from .runner import migrate
 from .settings import MigrateSettings
 
@@ -51,11 +52,16 @@ def migrate_on_startup(
             raise
         app.state.migration = result
         app.state.migration_settings = current
-        if lifespan is None:
-            yield None
-        else:
-            async with lifespan(app) as state:
-                yield state
+        # A probe from an earlier start of this app object may look at another database.
+        app.state.migration_probe = None
+        try:
+            if lifespan is None:
+                yield None
+            else:
+                async with lifespan(app) as state:
+                    yield state
+        finally:
+            await close_probe(app)
 
     return migrating_lifespan
 

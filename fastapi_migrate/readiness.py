@@ -100,6 +100,13 @@ class MigrationProbe:
 
         return await anyio.to_thread.run_sync(read)
 
+    async def close(self) -> None:
+        """Close the probe's connections (the app shuts down)."""
+        if isinstance(self.engine, AsyncEngine):
+            await self.engine.dispose()
+        else:
+            await anyio.to_thread.run_sync(self.engine.dispose)
+
     async def status(self) -> dict[str, Any]:
         """``{"status": "ok"|"ahead"|"pending"|"error", "current": ..., "head": ...}``."""
         try:
@@ -146,3 +153,11 @@ def probe_for(app: Any) -> MigrationProbe:
         probe = MigrationProbe(settings, result if isinstance(result, MigrationResult) else None)
         app.state.migration_probe = probe
     return probe
+
+
+async def close_probe(app: Any) -> None:
+    """Close and forget the app's probe, if a request made one."""
+    probe: MigrationProbe | None = getattr(app.state, "migration_probe", None)
+    app.state.migration_probe = None
+    if probe is not None:
+        await probe.close()

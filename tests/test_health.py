@@ -123,3 +123,29 @@ def test_probe_survives_a_dropped_connection_and_a_second_event_loop(
         assert client.get(ROUTE).json() == ok
     with TestClient(app) as client:  # the same app on a new event loop, as test suites do
         assert client.get(ROUTE).json() == ok
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_each_start_probes_its_own_database_and_shutdown_closes_it(
+    project: Path, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One module-level app started twice on two databases, as a per-test fixture does."""
+    write_migrations(project, 2)
+    behind = f"sqlite:///{tmp_path / 'behind.sqlite'}"
+    migrate(MigrateSettings(database_url=behind, target="r1"))
+    app = FastAPI(lifespan=migrate_on_startup(mode="off"))
+    app.include_router(health_router)
+    backends = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    migrate(MigrateSettings(database_url=database_url))
+    with TestClient(app) as client:
+        assert client.get(ROUTE).json() == {"status": "ok", "current": "r2", "head": "r2"}
+        assert execute(database_url, backends)[0] == [(2,)]  # the probe's and this query's
+    assert execute(database_url, backends)[0] == [(1,)]  # shut down: the probe's is closed
+
+    monkeypatch.setenv("DATABASE_URL", behind)
+    with TestClient(app) as client:
+        response = client.get(ROUTE)
+    assert response.status_code == 503
+    assert response.json() == {"status": "pending", "current": "r1", "head": "r2"}
