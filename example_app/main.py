@@ -2,11 +2,11 @@
 
 Run it:  uvicorn example_app.main:app          (SQLite file example.db, no server needed)
          DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1/test uvicorn example_app.main:app
+Test it: python -m pytest example_app/tests   (each test gets its own migrated database)
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,27 +20,21 @@ from fastapi_migrate import health_router, migrate_on_startup
 
 from .models import Author, Base, Note
 
-HERE = Path(__file__).parent
-DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite+aiosqlite:///./example.db")
+# Its sqlalchemy.url (a SQLite file) is the default; DATABASE_URL, read at startup, wins.
+ALEMBIC_INI = Path(__file__).parent / "alembic.ini"
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The app's own lifespan: it runs after the migration, so the tables exist."""
-    engine = create_async_engine(DATABASE_URL)
+    """The app's own lifespan: it runs after the migration, so the tables exist, and uses the
+    URL the migration used (read when the app starts, so a test can point it elsewhere)."""
+    engine = create_async_engine(app.state.migration_settings.database_url)
     app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
     yield
     await engine.dispose()
 
 
-app = FastAPI(
-    lifespan=migrate_on_startup(
-        lifespan,
-        metadata=Base.metadata,
-        database_url=DATABASE_URL,
-        script_location=str(HERE / "migrations"),
-    )
-)
+app = FastAPI(lifespan=migrate_on_startup(lifespan, metadata=Base.metadata, config=ALEMBIC_INI))
 app.include_router(health_router)
 
 
