@@ -27,7 +27,7 @@ from alembic.util import CommandError
 from sqlalchemy import MetaData
 
 from .alembic_run import alembic_config, load_scripts
-from .database import Database
+from .database import Database, parse_url
 from .errors import (
     ConfigurationError,
     MigrationError,
@@ -39,7 +39,7 @@ from .errors import (
 from .lock import migration_lock
 from .logging_guard import preserved_logging
 from .metadata import resolve_metadata
-from .plan import format_revisions, plan_migration
+from .plan import format_revisions, plan_migration, resolve_target
 from .runner import migrate
 from .schema_diff import schema_differences
 from .settings import MigrateSettings, url_optional
@@ -124,6 +124,23 @@ def state_of(db: Database, settings: MigrateSettings) -> DatabaseState:
     )
 
 
+def missing_sqlite_file(settings: MigrateSettings) -> Path | None:
+    """A SQLite file that does not exist yet: connecting to read it would create it."""
+    url = parse_url(require_url(settings, write=False))
+    name = url.database or ""
+    if url.get_backend_name() != "sqlite" or name in ("", ":memory:") or name.startswith("file:"):
+        return None
+    return None if Path(name).exists() else Path(name)
+
+
+def read_only_state(settings: MigrateSettings) -> DatabaseState:
+    """The database's state; a SQLite file not made yet is an empty database, left uncreated."""
+    if missing_sqlite_file(settings) is not None:
+        return DatabaseState(has_version_table=False, revisions=(), has_tables=False)
+    with database(settings, write=False) as db:
+        return state_of(db, settings)
+
+
 def revisions_of(db: Database, settings: MigrateSettings) -> tuple[str, ...]:
     return db.run(
         lambda c: read_revisions(
@@ -170,8 +187,7 @@ def offline(inv: Invocation, direction: str, revision: str) -> int:
     require_url(settings, write=True)  # offline mode still needs the dialect
     cfg, script = scripts(settings)
     if ":" not in revision:
-        with database(settings, write=False) as db:
-            state = state_of(db, settings)
+        state = read_only_state(settings)
         start = _offline_start(direction, state, script, revision, settings)
         if start is None:
             return 0
@@ -225,6 +241,12 @@ def upgrade(inv: Invocation) -> int:
         overrides["target"] = a.revision
     settings = inv.settings(**overrides)
     require_url(settings, write=True)
+    if a.revision is not None:
+        try:
+            resolve_target(scripts(settings)[1], a.revision)
+        except ConfigurationError as error:  # a failure, like downgrade's and stamp's
+            reason = str(error).removeprefix("MIGRATE_TARGET: ")
+            raise CommandError(f"upgrade {a.revision}: {reason}") from None
     print(migrate(settings).summary())
     return 0
 
@@ -288,8 +310,7 @@ def current(inv: Invocation) -> int:
     """The database's revisions, marked ``(head)``; writes nothing, even on an empty database."""
     settings = inv.settings()
     _, script = scripts(settings)
-    with database(settings, write=False) as db:
-        state = state_of(db, settings)
+    state = read_only_state(settings)
     if state.is_unversioned:
         print("base (unversioned: the database has tables but no version table)")
     elif not state.revisions:
@@ -343,6 +364,11 @@ def check(inv: Invocation) -> int:
     settings = inv.settings()
     _, script = scripts(settings)
     metadata = resolve_metadata(None, settings.metadata)
+    missing = missing_sqlite_file(settings)
+    if missing is not None:
+        print(f"- the database file {missing} does not exist; run: fastapi-migrate upgrade")
+        print("fastapi-migrate: check failed: 1 problem(s), listed above", file=sys.stderr)
+        return 1
     problems: list[str] = []
     at = "?"
     with database(settings, write=False) as db:

@@ -174,3 +174,31 @@ def test_schema_differences_name_each_difference() -> None:
         "column notes.title: type is VARCHAR(50) in the database, VARCHAR(200) in the models",
         "column notes.title: nullable is True in the database, False in the models",
     }
+
+
+def test_reading_commands_never_create_a_missing_sqlite_file(project: Path) -> None:
+    write_migrations(project, 2)
+    path = project / "not-yet.db"
+    env = subprocess_env(DATABASE_URL=f"sqlite:///{path}")
+    assert ok(cli(project, "current", env=env)).stdout.strip() == "base (empty database)"
+    checked = cli(project, "check", env=env)
+    assert checked.returncode == 1, checked.stderr
+    assert f"the database file {path} does not exist; run: fastapi-migrate upgrade" in (
+        checked.stdout
+    )
+    sql = ok(cli(project, "upgrade", "--sql", env=env)).stdout
+    assert "CREATE TABLE t1" in sql and "CREATE TABLE t2" in sql
+    assert not path.exists()
+    ok(cli(project, "upgrade", env=env))
+    assert current_revisions(f"sqlite:///{path}") == {"r2"}
+
+
+def test_an_unknown_revision_on_the_command_line_is_a_failure_naming_it(project: Path) -> None:
+    write_migrations(project, 1)
+    url = f"sqlite:///{project / 'app.db'}"
+    env = subprocess_env(DATABASE_URL=url)
+    ok(cli(project, "upgrade", env=env))
+    fails(cli(project, "upgrade", "nope", env=env), 1, "upgrade nope: No such revision", "'nope'")
+    for command in ("downgrade", "stamp"):
+        fails(cli(project, command, "nope", env=env), 1, "Can't locate revision", "'nope'")
+    assert current_revisions(url) == {"r1"}
