@@ -5,15 +5,19 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from .cli_helpers import cli, ok
 from .support import current_revisions, subprocess_env, table_names, to_async, write_migrations
 
 
-def test_release_job_commands(project: Path, database_url: str) -> None:
-    """current, upgrade [--sql], check, downgrade [--sql], stamp, through the async driver and
-    with the app's MIGRATE_MODE=wait in the environment."""
+@pytest.mark.parametrize("driver", ["sync", "async"])
+def test_release_job_commands(project: Path, database_url: str, driver: str) -> None:
+    """current, upgrade [--sql], check, downgrade [--sql], stamp, through a sync driver (the
+    connection handed to env.py) and an async one, with the app's MIGRATE_MODE=wait set."""
     write_migrations(project, 3)
-    env = subprocess_env(DATABASE_URL=to_async(database_url), MIGRATE_MODE="wait")
+    url = to_async(database_url) if driver == "async" else database_url
+    env = subprocess_env(DATABASE_URL=url, MIGRATE_MODE="wait")
 
     def unchanged(tables: set[str], revisions: set[str]) -> None:
         assert table_names(database_url) == tables

@@ -256,3 +256,57 @@ def test_a_failing_revision_that_prints_the_url_does_not_leak_it(
 def test_every_error_is_a_migration_error() -> None:
     for error in (ConfigurationError, DatabaseUnavailable, MigrationFailed):
         assert issubclass(error, MigrationError)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_refusals_on_a_reachable_database_hide_the_password(
+    project: Path, database_url: str, caplog_all: pytest.LogCaptureFixture
+) -> None:
+    """The server accepts any password here (trust auth), so these paths run with one: a lock
+    held by another session, and a database the scripts cannot handle, through the lifespan."""
+    from fastapi_migrate import LockTimeout, UnknownRevision
+    from fastapi_migrate.lock import advisory_key
+
+    location = write_migrations(project, 1)
+    secret = _secret()
+    url = sa.make_url(database_url).set(password=secret).render_as_string(hide_password=False)
+    holder = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    try:
+        with holder.connect() as conn:
+            conn.execute(
+                sa.text("SELECT pg_advisory_lock(:k)"), {"k": advisory_key(None, "alembic_version")}
+            )
+            with pytest.raises(LockTimeout) as timed_out:
+                migrate(MigrateSettings(database_url=url, lock_timeout=0.5))
+    finally:
+        holder.dispose()
+    assert "held by PostgreSQL backend pid" in str(timed_out.value)
+    assert_hidden(secret, timed_out.value, caplog_all)
+
+    migrate(MigrateSettings(database_url=url))
+    (location / "versions" / "r1.py").rename(location / "versions" / "r1.py.gone")
+    add_revision(location, "r0", None, table="t0")
+    app = FastAPI(lifespan=migrate_on_startup(database_url=url))
+    with pytest.raises(UnknownRevision) as unknown, TestClient(app):
+        pass
+    assert "the database is at revision r1" in str(unknown.value)
+    assert_hidden(secret, unknown.value, caplog_all)
+
+
+def test_settings_come_from_a_dotenv_file_and_a_missing_url_is_named(
+    project: Path, tmp_path: Path
+) -> None:
+    write_migrations(project, 1)
+    with pytest.raises(ConfigurationError, match="DATABASE_URL: no database URL; set DATABASE_URL"):
+        MigrateSettings()
+    app = FastAPI(lifespan=migrate_on_startup())
+    with pytest.raises(ConfigurationError, match="DATABASE_URL: no database URL"), TestClient(app):
+        pass
+
+    url = f"sqlite:///{tmp_path / 'from-dotenv.sqlite'}"
+    (project / ".env").write_text(f"DATABASE_URL={url}\nMIGRATE_LOCK_TIMEOUT=7\n")
+    settings = MigrateSettings()
+    assert (settings.database_url, settings.lock_timeout) == (url, 7.0)
+    with TestClient(FastAPI(lifespan=migrate_on_startup())) as client:
+        assert client.app.state.migration.applied == ["r1"]  # type: ignore[attr-defined]
+    assert current_revisions(url) == {"r1"}
