@@ -169,6 +169,32 @@ def main() -> None:
             rows,
         )
     )
+    print()
+    print(verdicts(rows))
+
+
+# The issue's targets: at 200 revisions, copy vs upgrade-per-test, per backend.
+TARGETS = {"sqlite": 250.0, "postgresql": 10.0}
+
+
+def verdicts(rows: list[list[str]]) -> str:
+    """Per backend and history: is the copy flat as revisions grow, and is the target met?"""
+    lines = []
+    for backend, shape in dict.fromkeys((r[0], r[1]) for r in rows):
+        mine = [r for r in rows if (r[0], r[1]) == (backend, shape)]
+        first, last = mine[0], mine[-1]
+        growth = float(last[4]) / float(first[4])
+        line = (
+            f"{backend}, {shape}: copy per test {first[4]} ms at {first[2]} revisions, "
+            f"{last[4]} ms at {last[2]} ({growth:.2f}x)"
+        )
+        target = TARGETS.get(backend)
+        if target is not None and last[2] == "200" and shape == "tables":
+            ratio = float(last[5].rstrip("x"))
+            line += f"; {ratio:.0f}x faster at 200: target {target:.0f}x "
+            line += "met" if ratio >= target else "NOT met"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
