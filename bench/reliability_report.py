@@ -107,13 +107,14 @@ def main() -> int:
         code, wall = run_suite(args.heavy, args.n, scratch)
         tests, totals = tests_table(scratch / "junit.xml")
         rounds = rounds_table(scratch / "rounds.jsonl")
+    shared = ": the machine was shared" if load_before > (os.cpu_count() or 1) / 2 else ""
     kind = "--heavy (full rounds)" if args.heavy else "default rounds (as CI runs them)"
     block = [
         START,
         f"Run: `python bench/reliability_report.py{' --heavy' if args.heavy else ''}`, "
         f"{kind}, {time.strftime('%Y-%m-%d')}, on {os.cpu_count()} cores "
         f"({platform.python_implementation()} {platform.python_version()}, load average "
-        f"{load_before:.1f} at the start: the machine was shared), {wall / 60:.1f} minutes. "
+        f"{load_before:.1f} at the start{shared}), {wall / 60:.1f} minutes. "
         f"Tests: {totals['passed']} passed, {totals['failed']} failed, "
         f"{totals['skipped']} skipped.",
         "",
