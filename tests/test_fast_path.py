@@ -473,3 +473,68 @@ def test_the_reader_doubts_anything_not_plainly_literal(
 ) -> None:
     """Any way a module could end with other ids than its literal lines say: "don't know"."""
     assert _read_revision(text) == expected
+
+
+# Run migrate() with the code folder on a real read-only mount: a private mount namespace
+# (``unshare``), so the host never sees the mount and nothing needs unmounting.
+_READ_ONLY_START = """\
+import json, logging, sys
+from fastapi_migrate import MigrateSettings, migrate
+records = []
+class Keep(logging.Handler):
+    def emit(self, record):
+        records.append(record.getMessage())
+logging.getLogger("fastapi_migrate").addHandler(Keep())
+logging.getLogger("fastapi_migrate").setLevel(logging.DEBUG)
+result = migrate(MigrateSettings(database_url=sys.argv[1], script_location=sys.argv[2]))
+fast = [m.split("heads from the ")[1].split()[0] for m in records if m.startswith("no-op start:")]
+print(json.dumps({"action": result.action, "applied": result.applied, "heads": fast}))
+"""
+
+
+def _read_only_start(url: str, source: Path, mount: Path, executed: Path) -> dict[str, object]:
+    script = (
+        f'mount --bind "{source}" "{mount}" && mount -o remount,bind,ro "{mount}" && '
+        f'touch "{mount}/probe" 2>/dev/null && echo "still writable" >&2 && exit 3; '
+        f'exec "{sys.executable}" -c "$0" "$1" "$2"'
+    )
+    run = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, _READ_ONLY_START, url, str(mount / "migrations")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "FM_EXECUTED": str(executed)},
+    )
+    assert run.returncode == 0, run.stderr
+    result: dict[str, object] = json.loads(run.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_a_real_read_only_code_folder(url: str, project: Path, executed: Path) -> None:
+    """No cache, no bytecode can be written: the heads come from the files' text, never wrong."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no private mount namespaces here (unshare -rm)")
+    location = migrations(project)
+    age(location)
+    mount = project.parent / "read-only"
+    mount.mkdir()
+
+    def start_read_only() -> dict[str, object]:
+        return _read_only_start(url, project, mount, executed)
+
+    assert start_read_only()["applied"] == ["r1", "r2", "r3"]
+    ran(executed)
+    assert start_read_only() == {"action": "noop", "applied": [], "heads": ["text"]}
+    assert ran(executed) == []
+    revision(location, "r4", "r3", table="t4")
+    age(location)
+    assert start_read_only()["applied"] == ["r4"]
+    # A merge of two new branches, added while the folder stays read-only.
+    revision(location, "r5a", "r4", table="t5a")
+    revision(location, "r5b", "r4", table="t5b")
+    revision(location, "r6", ("r5a", "r5b"), table="t6")
+    age(location)
+    assert sorted(start_read_only()["applied"]) == ["r5a", "r5b", "r6"]  # type: ignore[arg-type]
+    assert start_read_only()["heads"] == ["text"]
+    assert current_revisions(url) == {"r6"}
+    assert not list(location.rglob("__pycache__")), "something was written to the code folder"
