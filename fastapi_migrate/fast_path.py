@@ -126,7 +126,8 @@ def check_noop(settings: MigrateSettings, cfg: Config, db: Database, started: fl
         wanted = heads.target(settings.target) if heads is not None else None
         if heads is None or not wanted:
             return NoopCheck(None)
-        with db.connection() as connection:
+        # One SELECT needs no transaction: autocommit spares BEGIN and COMMIT round trips.
+        with db.connection(autocommit=True) as connection:
             reachable = True
             current = connection.run(lambda c: _read_versions(c, settings))
     except (exc.SQLAlchemyError, OSError) as error:
