@@ -35,7 +35,7 @@ from alembic.config import Config
 from alembic.util import coerce_resource_to_filename
 from sqlalchemy import Connection, exc
 
-from .database import Database
+from .database import Database, DedicatedConnection
 from .plan import format_revisions
 from .result import MigrationResult
 from .settings import MigrateSettings
@@ -102,10 +102,12 @@ class ScriptHeads:
 @dataclass(frozen=True)
 class NoopCheck:
     """``result`` is the ``noop`` when the database is at the target, else None ("don't know");
-    ``reachable`` says whether the database answered at all."""
+    ``reachable`` says whether the database answered at all; ``wanted`` is the target's
+    revisions when the scripts could be read without running them."""
 
     result: MigrationResult | None
     reachable: bool = False
+    wanted: tuple[str, ...] | None = None
 
 
 def noop_start(
@@ -129,25 +131,38 @@ def check_noop(settings: MigrateSettings, cfg: Config, db: Database, started: fl
         # One SELECT needs no transaction: autocommit spares BEGIN and COMMIT round trips.
         with db.connection(autocommit=True) as connection:
             reachable = True
-            current = connection.run(lambda c: _read_versions(c, settings))
+            result = at_target(connection, settings, wanted, started)
     except (exc.SQLAlchemyError, OSError) as error:
         log.debug("no-op check: %s, loading the scripts", type(error).__name__)
         return NoopCheck(None, reachable)
     except Exception as error:  # the fast path only ever says "noop" or "don't know"
         log.debug("no-op check failed (%s: %s), loading the scripts", type(error).__name__, error)
         return NoopCheck(None, reachable)
+    if result is not None:
+        log.debug(
+            "no-op start: database at %s, the target; heads from the %s of %d revision files, "
+            "none executed",
+            result.to_revision,
+            heads.source,
+            len(heads.revisions),
+        )
+    return NoopCheck(result, reachable, wanted)
+
+
+def at_target(
+    connection: DedicatedConnection,
+    settings: MigrateSettings,
+    wanted: tuple[str, ...],
+    started: float,
+) -> MigrationResult | None:
+    """The ``noop`` if the version table holds exactly ``wanted``, else None; one query on an
+    open connection, cheap enough to repeat while waiting for another process's migration."""
+    current = connection.run(lambda c: _read_versions(c, settings))
     if not current or len(set(current)) != len(current) or set(current) != set(wanted):
-        return NoopCheck(None, reachable)
+        return None
     revision = format_revisions(current)
-    log.debug(
-        "no-op start: database at %s, the target; heads from the %s of %d revision files, "
-        "none executed",
-        revision,
-        heads.source,
-        len(heads.revisions),
-    )
     seconds = round(time.monotonic() - started, 4)
-    return NoopCheck(MigrationResult("noop", revision, revision, [], seconds), reachable)
+    return MigrationResult("noop", revision, revision, [], seconds)
 
 
 def _read_versions(connection: Connection, settings: MigrateSettings) -> tuple[str, ...]:

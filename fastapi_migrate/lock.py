@@ -32,6 +32,7 @@ log = logging.getLogger("fastapi_migrate")
 PROCESS_LOCK = threading.Lock()
 
 _NAMESPACE = "fastapi_migrate"
+_MAX_POLL_DELAY = 0.5  # seconds between two attempts at the lock, at most (before jitter)
 
 
 def lock_name(database: str | None, schema: str | None, version_table: str) -> str:
@@ -86,7 +87,9 @@ def _poll(try_once: Callable[[], bool], timeout: float, on_timeout: Callable[[],
                 "raise the timeout"
             )
         time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
-        delay = min(delay * 1.5, 1.0)
+        # Capped low: each attempt is a query or two on connections already open, and a
+        # waiter should notice the end of another's migration within a fraction of a second.
+        delay = min(delay * 1.5, _MAX_POLL_DELAY)
 
 
 @contextmanager

@@ -10,12 +10,12 @@ import random
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext, suppress
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .alembic_run import alembic_config, failed_revision, load_scripts, run_upgrade, stamp
 from .autocommit import autocommit_hint
@@ -29,6 +29,7 @@ from .errors import (
     PendingMigrations,
     UnversionedDatabase,
 )
+from .fast_path import at_target as fast_at_target
 from .fast_path import check_noop, noop_start
 from .half_applied import half_applied_hint
 from .lock import WaitEnded, migration_lock, waiting_ends_when
@@ -68,7 +69,7 @@ def migrate(
         if check.result is not None:
             result = check.result
         elif settings.mode == "upgrade" and check.reachable:
-            result = _start_under_lock(settings, cfg, db, metadata, started)
+            result = _start_under_lock(settings, cfg, db, metadata, started, check.wanted)
         else:
             script = load_scripts(cfg)
             result = _Migrator(settings, script, metadata, started, db).run()
@@ -90,24 +91,39 @@ def migration_database(settings: MigrateSettings) -> Database:
 
 
 def _start_under_lock(
-    settings: MigrateSettings, cfg: Config, db: Database, metadata: MetaData | None, started: float
+    settings: MigrateSettings,
+    cfg: Config,
+    db: Database,
+    metadata: MetaData | None,
+    started: float,
+    wanted: tuple[str, ...] | None,
 ) -> MigrationResult:
     """Take the lock before executing any revision file: a start that waited for another's
-    migration ends, as soon as the database is at the target, at the cost of one query."""
+    migration ends, as soon as the database is at the target, at the cost of one query (on a
+    connection kept for the wait, when the target is known without loading the scripts)."""
     reached: list[MigrationResult] = []
 
-    def at_target() -> bool:
-        reached[:] = [r for r in [noop_start(settings, cfg, db, started)] if r is not None]
-        return bool(reached)
-
     with ExitStack() as held:
-        try:
-            with waiting_ends_when(at_target):
-                held.enter_context(_migration_lock(db, settings))
-        except WaitEnded:
-            return reached[0]
-        if at_target():
-            return reached[0]
+        with ExitStack() as waiting:
+            reader = waiting.enter_context(db.connection(autocommit=True)) if wanted else None
+
+            def at_target() -> bool:
+                found = None
+                if reader is None or not wanted:
+                    found = noop_start(settings, cfg, db, started)
+                else:
+                    with suppress(SQLAlchemyError):  # no version table yet: not there yet
+                        found = fast_at_target(reader, settings, wanted, started)
+                reached[:] = [found] if found is not None else []
+                return bool(reached)
+
+            try:
+                with waiting_ends_when(at_target):
+                    held.enter_context(_migration_lock(db, settings))
+            except WaitEnded:
+                return reached[0]
+            if at_target():
+                return reached[0]
         script = load_scripts(cfg)
         return _Migrator(settings, script, metadata, started, db, locked=True).run()
 
