@@ -487,7 +487,12 @@ COMMANDS: tuple[Command, ...] = (
         "write a migrations folder whose env.py needs no editing",
         init,
         (
-            arg("directory", nargs="?", metavar="DIR", help="default: migrations"),
+            arg(
+                "directory",
+                nargs="?",
+                metavar="DIR",
+                help="default: MIGRATE_SCRIPT_LOCATION, else migrations",
+            ),
             arg("--ini", action="store_true", help="also write an alembic.ini for `alembic`"),
         ),
         "Write DIR/env.py (URL and models from the settings; batch mode and transactional DDL "

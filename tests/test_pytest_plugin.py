@@ -197,7 +197,7 @@ def items() -> list[str]:
         return list(c.execute(sa.text("SELECT name FROM t2 ORDER BY id")).scalars())
 """
 
-# The README's recipe, word for word.
+# The README's recipe (example_app/tests/conftest.py), for a sync app.
 APP_CONFTEST = """\
 import pytest
 from fastapi.testclient import TestClient
