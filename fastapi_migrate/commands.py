@@ -39,7 +39,7 @@ from .errors import (
 from .lock import migration_lock
 from .logging_guard import preserved_logging
 from .metadata import resolve_metadata
-from .plan import format_revisions, plan_migration, resolve_target
+from .plan import format_revisions, plan_migration
 from .runner import migrate
 from .schema_diff import schema_differences
 from .settings import MigrateSettings, url_optional
@@ -241,13 +241,14 @@ def upgrade(inv: Invocation) -> int:
         overrides["target"] = a.revision
     settings = inv.settings(**overrides)
     require_url(settings, write=True)
-    if a.revision is not None:
-        try:
-            resolve_target(scripts(settings)[1], a.revision)
-        except ConfigurationError as error:  # a failure, like downgrade's and stamp's
-            reason = str(error).removeprefix("MIGRATE_TARGET: ")
-            raise CommandError(f"upgrade {a.revision}: {reason}") from None
-    print(migrate(settings).summary())
+    try:
+        print(migrate(settings).summary())
+    except ConfigurationError as error:
+        # REV came from the command line, not MIGRATE_TARGET: a failure, as for downgrade.
+        if a.revision is None or not str(error).startswith("MIGRATE_TARGET: "):
+            raise
+        reason = str(error).removeprefix("MIGRATE_TARGET: ")
+        raise CommandError(f"upgrade {a.revision}: {reason}") from None
     return 0
 
 
@@ -359,6 +360,34 @@ def revision(inv: Invocation) -> int:
     return 0
 
 
+def _database_problems(
+    db: Database, settings: MigrateSettings, script: ScriptDirectory, metadata: MetaData | None
+) -> tuple[list[str], str]:
+    """What ``check`` finds wrong with the database, and the revision it compared against."""
+    try:
+        plan = plan_migration(state_of(db, settings), script, target=settings.target)
+    except (UnknownRevision, MultipleHeads, UnversionedDatabase) as error:
+        return [str(error)], "?"
+    at = plan.to_revision or "base"
+    if plan.action != "noop":
+        return [
+            f"the database is at {plan.from_revision or 'base'}, not at "
+            f"{settings.target} ({at}): {len(plan.pending)} migration(s) pending "
+            f"({', '.join(plan.pending)}); run: fastapi-migrate upgrade"
+        ], at
+    if metadata is None:
+        return [], at
+    differences = db.run(
+        lambda c: schema_differences(
+            c,
+            metadata,
+            version_table=settings.version_table,
+            version_table_schema=settings.version_table_schema,
+        )
+    )
+    return [f"the models differ from the database: {d}" for d in differences], at
+
+
 def check(inv: Invocation) -> int:
     """Exit 1, saying what differs, unless the database is at head and matches the models."""
     settings = inv.settings()
@@ -366,34 +395,11 @@ def check(inv: Invocation) -> int:
     metadata = resolve_metadata(None, settings.metadata)
     missing = missing_sqlite_file(settings)
     if missing is not None:
-        print(f"- the database file {missing} does not exist; run: fastapi-migrate upgrade")
-        print("fastapi-migrate: check failed: 1 problem(s), listed above", file=sys.stderr)
-        return 1
-    problems: list[str] = []
-    at = "?"
-    with database(settings, write=False) as db:
-        try:
-            plan = plan_migration(state_of(db, settings), script, target=settings.target)
-        except (UnknownRevision, MultipleHeads, UnversionedDatabase) as error:
-            problems.append(str(error))
-        else:
-            at = plan.to_revision or "base"
-            if plan.action != "noop":
-                problems.append(
-                    f"the database is at {plan.from_revision or 'base'}, not at "
-                    f"{settings.target} ({at}): {len(plan.pending)} migration(s) pending "
-                    f"({', '.join(plan.pending)}); run: fastapi-migrate upgrade"
-                )
-            elif metadata is not None:
-                differences = db.run(
-                    lambda c: schema_differences(
-                        c,
-                        metadata,
-                        version_table=settings.version_table,
-                        version_table_schema=settings.version_table_schema,
-                    )
-                )
-                problems += [f"the models differ from the database: {d}" for d in differences]
+        problems = [f"the database file {missing} does not exist; run: fastapi-migrate upgrade"]
+        at = "?"
+    else:
+        with database(settings, write=False) as db:
+            problems, at = _database_problems(db, settings, script, metadata)
     if problems:
         for problem in problems:
             print(f"- {problem}")

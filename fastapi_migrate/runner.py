@@ -29,8 +29,7 @@ from .errors import (
     PendingMigrations,
     UnversionedDatabase,
 )
-from .fast_path import at_target as fast_at_target
-from .fast_path import check_noop, noop_start
+from .fast_path import at_target, check_noop, noop_start
 from .half_applied import half_applied_hint
 from .lock import WaitEnded, migration_lock, waiting_ends_when
 from .metadata import require_tables, resolve_metadata
@@ -107,22 +106,22 @@ def _start_under_lock(
         with ExitStack() as waiting:
             reader = waiting.enter_context(db.connection(autocommit=True)) if wanted else None
 
-            def at_target() -> bool:
+            def reached_target() -> bool:
                 found = None
-                if reader is None or not wanted:
-                    found = noop_start(settings, cfg, db, started)
-                else:
+                if reader is not None and wanted:
                     with suppress(SQLAlchemyError):  # no version table yet: not there yet
-                        found = fast_at_target(reader, settings, wanted, started)
+                        found = at_target(reader, settings, wanted, started)
+                else:
+                    found = noop_start(settings, cfg, db, started)
                 reached[:] = [found] if found is not None else []
                 return bool(reached)
 
             try:
-                with waiting_ends_when(at_target):
+                with waiting_ends_when(reached_target):
                     held.enter_context(_migration_lock(db, settings))
             except WaitEnded:
                 return reached[0]
-            if at_target():
+            if reached_target():
                 return reached[0]
         script = load_scripts(cfg)
         return _Migrator(settings, script, metadata, started, db, locked=True).run()
