@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from .alembic_run import alembic_config, failed_revision, load_scripts, run_upgrade, stamp
 from .autocommit import autocommit_hint
 from .backup import backup_sqlite
-from .database import Database
+from .database import Database, DedicatedConnection
 from .ddl_session import ddl_lock_timeout, failure_hint
 from .errors import (
     LockTimeout,
@@ -104,13 +104,16 @@ def _start_under_lock(
 
     with ExitStack() as held:
         with ExitStack() as waiting:
-            reader = waiting.enter_context(db.connection(autocommit=True)) if wanted else None
+            readers: list[DedicatedConnection] = []  # opened at the first check, kept for the rest
 
             def reached_target() -> bool:
                 found = None
-                if reader is not None and wanted:
-                    with suppress(SQLAlchemyError):  # no version table yet: not there yet
-                        found = at_target(reader, settings, wanted, started)
+                if wanted:
+                    # No version table yet, or no connection: not known to be there yet.
+                    with suppress(SQLAlchemyError, OSError):
+                        if not readers:
+                            readers.append(waiting.enter_context(db.connection(autocommit=True)))
+                        found = at_target(readers[0], settings, wanted, started)
                 else:
                     found = noop_start(settings, cfg, db, started)
                 reached[:] = [found] if found is not None else []

@@ -22,6 +22,7 @@ from .reliability_helpers import (
     record,
     rows,
     spawn_cli,
+    wait_for,
     wait_paused,
     write_project,
     write_revision,
@@ -147,11 +148,13 @@ def test_a_waiter_that_loses_its_connection_says_so(project: Path, database_url:
     before = prepare(project, database_url)
     holder, waiters, folder = holder_and_waiters(project, database_url, 1)
     name = sa.make_url(database_url).database
-    terminated = execute(
-        PG_SERVER,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-        f"'{name}' AND query LIKE 'SELECT pg_try_advisory_lock%'",
-    )[0]
+    polling = (
+        f"FROM pg_stat_activity WHERE datname = '{name}' "
+        "AND query LIKE 'SELECT pg_try_advisory_lock%'"
+    )
+    # The waiter's lock connection, once it has polled (it may have other connections open).
+    wait_for(lambda: execute(PG_SERVER, f"SELECT pid {polling}")[0], 60, "the poll", waiters)
+    terminated = execute(PG_SERVER, f"SELECT pg_terminate_backend(pid) {polling}")[0]
     assert terminated == [(True,)], terminated
 
     assert waiters[0].popen.wait(60) == 1, waiters[0].output()
