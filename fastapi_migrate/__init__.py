@@ -2,7 +2,8 @@
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from .core.engine import migrate
+from .core.errors import (
     ConfigurationError,
     DatabaseUnavailable,
     LockTimeout,
@@ -13,20 +14,19 @@ from .errors import (
     UnknownRevision,
     UnversionedDatabase,
 )
-from .lifespan import migrate_on_startup
-from .migration_tree import MigrationTree
-from .result import MigrationResult
-from .runner import migrate
-from .settings import MigrateSettings
+from .core.result import MigrationResult
+from .core.settings import MigrateSettings
+from .core.trees import MigrationTree
+from .web.lifespan import migrate_on_startup
 
 if TYPE_CHECKING:
-    from .health import health_router
+    from .web.health import health_router
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use: FastAPI costs ~0.5 s that every `fastapi-migrate` command paid.
     if name == "health_router":
-        from .health import health_router
+        from .web.health import health_router
 
         return health_router
     raise AttributeError(f"module 'fastapi_migrate' has no attribute {name!r}")

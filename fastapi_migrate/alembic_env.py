@@ -14,9 +14,10 @@ from typing import Any
 from alembic import context
 from sqlalchemy import Connection, MetaData, pool
 
-from .database import _enable_sqlite_transactions, is_async_url, parse_url
-from .metadata import resolve_metadata
-from .settings import MigrateSettings, url_optional
+from .backends import backend_for
+from .backends.drivers import is_async_url, parse_url
+from .core.metadata import resolve_metadata
+from .core.settings import MigrateSettings, url_optional
 
 
 def _settings() -> MigrateSettings:
@@ -49,12 +50,9 @@ def _options(settings: MigrateSettings, dialect: str, extra: dict[str, Any]) -> 
         "version_table_schema": attributes.get(
             "version_table_schema", settings.version_table_schema
         ),
-        "render_as_batch": dialect == "sqlite",
         "compare_type": True,
+        **backend_for(dialect).environment_options,
     }
-    if dialect == "sqlite":
-        # Our connections emit BEGIN on SQLite, so DDL there is transactional after all.
-        options["transactional_ddl"] = True
     options.update(extra)
     return options
 
@@ -91,8 +89,7 @@ def run_migrations(**configure_options: Any) -> None:
 
         async def run_async() -> None:
             engine = create_async_engine(url, poolclass=pool.NullPool)
-            if engine.dialect.name == "sqlite":
-                _enable_sqlite_transactions(engine.sync_engine)
+            backend_for(engine.dialect.name).engine_created(engine.sync_engine)
             try:
                 async with engine.connect() as conn:
                     await conn.run_sync(_run_on, settings, configure_options)
@@ -106,8 +103,7 @@ def run_migrations(**configure_options: Any) -> None:
     from sqlalchemy import create_engine
 
     engine = create_engine(url, poolclass=pool.NullPool)
-    if engine.dialect.name == "sqlite":
-        _enable_sqlite_transactions(engine)
+    backend_for(engine.dialect.name).engine_created(engine)
     try:
         with engine.connect() as conn:
             _run_on(conn, settings, configure_options)

@@ -17,13 +17,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .server_choice import SERVER_URL_VARIABLE, server_url, server_url_option, set_server_url
+from .testing.server_choice import (
+    SERVER_URL_VARIABLE,
+    server_url,
+    server_url_option,
+    set_server_url,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from .janitor import MigratedTemplate
-    from .settings import MigrateSettings
+    from .core.settings import MigrateSettings
+    from .testing.janitor import MigratedTemplate
 
 _previous_url = pytest.StashKey[str | None]()
 
@@ -52,7 +57,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     url = server_url()
     if not url:
         return None
-    from .urls import mask_url
+    from .core.redaction import mask_url
 
     return f"fastapi-migrate: test databases on {mask_url(url)}"
 
@@ -64,7 +69,7 @@ def migrate_settings() -> MigrateSettings:
     By default the app's own: environment, ``.env`` and alembic.ini of the working directory.
     The database URL is the plugin's, never ``DATABASE_URL``.
     """
-    from .settings import MigrateSettings, url_optional
+    from .core.settings import MigrateSettings, url_optional
 
     with url_optional():
         return MigrateSettings()
@@ -75,8 +80,7 @@ def migrated_template(
     migrate_settings: MigrateSettings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MigratedTemplate]:
     """The session's database migrated to head once (per xdist worker); dropped at the end."""
-    from .database_servers import database_server
-    from .janitor import Janitor
+    from .testing.janitor import Janitor, database_server
 
     server = database_server(server_url(), tmp_path_factory.mktemp("fastapi-migrate"))
     janitor = Janitor(server, worker=os.environ.get("PYTEST_XDIST_WORKER", "main"))
@@ -98,7 +102,7 @@ def migrated_engine(migrated_database_url: str) -> Iterator[Engine]:
     """A (blocking) SQLAlchemy engine on ``migrated_database_url``, disposed after the test."""
     from sqlalchemy import create_engine
 
-    from .database_servers import sync_url
+    from .backends.drivers import sync_url
 
     engine = create_engine(sync_url(migrated_database_url))
     try:

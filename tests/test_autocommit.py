@@ -81,7 +81,7 @@ op.execute(
 CONCURRENT_INDEX = """\
 import time
 from pathlib import Path
-from fastapi_migrate.lock import advisory_key
+from fastapi_migrate.backends.postgresql import advisory_key
 
 key = advisory_key(None, "alembic_version")
 holder = (

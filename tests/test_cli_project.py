@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from fastapi_migrate.cli import main
-from fastapi_migrate.commands import COMMANDS
-from fastapi_migrate.database import Database
-from fastapi_migrate.lock import migration_lock
-from fastapi_migrate.schema_diff import schema_differences
+from fastapi_migrate.cli.commands import COMMANDS
+from fastapi_migrate.backends.database import Database
+from fastapi_migrate.core.lock import migration_lock
+from fastapi_migrate.glue.schema_diff import schema_differences
 
 from .cli_helpers import MODULE, cli, console_script, fails, ok
 from .support import (

@@ -30,7 +30,7 @@ from fastapi_migrate import (
     UnversionedDatabase,
     migrate,
 )
-from fastapi_migrate.fast_path import CACHE_NAME, _read_revision, script_heads
+from fastapi_migrate.glue.heads import CACHE_NAME, script_heads
 
 from .conftest import require_backend
 from .support import (
@@ -469,10 +469,24 @@ branch_labels = None
     ],
 )
 def test_the_reader_doubts_anything_not_plainly_literal(
-    text: bytes, expected: tuple[str, tuple[str, ...]] | None
+    text: bytes, expected: tuple[str, tuple[str, ...]] | None, tmp_path: Path
 ) -> None:
-    """Any way a module could end with other ids than its literal lines say: "don't know"."""
-    assert _read_revision(text) == expected
+    """Any way a module could end with other ids than its literal lines say: "don't know".
+
+    The file under test is r2 of a folder that also holds r0 and r1 (r1 on top of r0)."""
+    versions = tmp_path / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    for name, down in (("r0", "None"), ("r1", "'r0'")):
+        (versions / f"{name}.py").write_text(f"revision = '{name}'\ndown_revision = {down}\n")
+    (versions / "r2.py").write_bytes(text)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(tmp_path / "migrations"))
+    found = script_heads(cfg)
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None and found.heads == (expected[0],)
+        assert found.revisions == {"r0", "r1", "r2"}
 
 
 # Run migrate() with the code folder on a real read-only mount: a private mount namespace

@@ -99,7 +99,7 @@ def test_wait_mode_with_the_app_role_outlasts_failed_reads(
     waiter = threading.Thread(target=lambda: outcome.append(_run(waiting)))
     waiter.start()
     try:
-        assert _logged(caplog, "MIGRATE_MODE=wait: database at r1"), outcome
+        assert _logged(caplog, "MIGRATE_MODE=wait: the database is at r1"), outcome
         # The app's reads start failing (a privilege lost, a server restarting...)...
         execute(database_url, f"REVOKE SELECT ON alembic_version FROM {role}")
         assert _logged(caplog, "reading the database failed"), "the waiter never retried"

@@ -43,7 +43,7 @@ def test_wait_mode_serves_only_after_another_process_migrates(
     proc, port = start_uvicorn("app:app", project, env)
     output = Output(proc)
     try:
-        output.wait_for("MIGRATE_MODE=wait: database at r1")
+        output.wait_for("MIGRATE_MODE=wait: the database is at r1")
         assert_not_serving(port, proc, seconds=1)
         assert current_revisions(database_url) == {"r1"}  # a waiting app runs no DDL
         assert "t2" not in table_names(database_url)
@@ -68,7 +68,7 @@ def test_wait_mode_gives_up_after_lock_timeout_without_ddl(
     write_migrations(project, 2)
     migrate(MigrateSettings(database_url=database_url, target="r1"))
     settings = MigrateSettings(database_url=database_url, mode="wait", lock_timeout=0.5)
-    with pytest.raises(LockTimeout, match=r"still at r1, not r2.*MIGRATE_LOCK_TIMEOUT"):
+    with pytest.raises(LockTimeout, match=r"at r1, not at head \(r2\).*MIGRATE_LOCK_TIMEOUT"):
         migrate(settings)
     assert current_revisions(database_url) == {"r1"}
     assert "t2" not in table_names(database_url)

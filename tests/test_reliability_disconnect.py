@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from fastapi_migrate.lock import lock_name
+from fastapi_migrate.backends.mysql import lock_name
 
 from .reliability_helpers import (
     project_env,

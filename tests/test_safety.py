@@ -265,7 +265,7 @@ def test_refusals_on_a_reachable_database_hide_the_password(
     """The server accepts any password here (trust auth), so these paths run with one: a lock
     held by another session, and a database the scripts cannot handle, through the lifespan."""
     from fastapi_migrate import LockTimeout, UnknownRevision
-    from fastapi_migrate.lock import advisory_key
+    from fastapi_migrate.backends.postgresql import advisory_key
 
     location = write_migrations(project, 1)
     secret = _secret()

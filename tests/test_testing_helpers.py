@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from fastapi_migrate.database_servers import database_server
+from fastapi_migrate.testing.janitor import database_server
 from fastapi_migrate.testing import (
     assert_models_match_migrations,
     assert_single_head,

@@ -10,26 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc, pool
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import Connection, create_engine, event, exc, pool
+from sqlalchemy.engine import URL
 
-from .errors import ConfigurationError, DatabaseUnavailable
-from .urls import has_unescaped_at, mask_url, redact
+from ..core.errors import ConfigurationError, DatabaseUnavailable
+from ..core.redaction import error_line, mask_url, redact
+from ..core.retry import CONNECT_CAP, poll
+from . import Backend, backend_for
+from .drivers import EXTRAS, is_async_url, parse_url
+
+if TYPE_CHECKING:  # the asyncio extension needs greenlet: imported only for async URLs
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 T = TypeVar("T")
-
-_DRIVER_EXTRAS = {
-    "postgresql": "postgres",
-    "mysql": "mysql",
-    "mariadb": "mysql",
-}
 # Keywords that bound a sync driver's connection attempt, handshake included (async drivers are
 # bounded by wait_for). pymysql's connect_timeout covers only TCP: its read/write timeouts bound
 # the handshake and are lifted once connected, so a long DDL statement is never cut.
@@ -48,45 +46,6 @@ _PERMANENT = (
     "unknown database",
     "unable to open database file",
 )
-
-
-def parse_url(url: str | URL, variable: str = "DATABASE_URL") -> URL:
-    """A SQLAlchemy URL, or a ``ConfigurationError`` that names the variable but no password."""
-    if isinstance(url, str) and has_unescaped_at(url):
-        raise ConfigurationError(
-            f"{variable}: {mask_url(url)}: the password holds a raw '@', so the rest of it "
-            "would be read as the host; write each '@' in the password as %40"
-        )
-    try:
-        return url if isinstance(url, URL) else make_url(url)
-    except (exc.ArgumentError, ValueError) as error:
-        raise ConfigurationError(
-            f"{variable}: {mask_url(str(url))} is not a database URL "
-            f"(expected e.g. postgresql+psycopg://user:password@host/db): "
-            f"{redact(str(error), [str(url)])}"
-        ) from None
-
-
-def is_async_url(url: URL) -> bool:
-    """Whether the URL names an asyncio driver (``asyncpg``, ``aiosqlite``, ``aiomysql``...)."""
-    try:
-        return bool(url.get_dialect().is_async)
-    except Exception:
-        return False
-
-
-def _enable_sqlite_transactions(engine: Engine) -> None:
-    """Make pysqlite emit BEGIN, so a failed revision's DDL rolls back (SQLAlchemy's recipe)."""
-
-    @event.listens_for(engine, "connect")
-    def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _emit_begin(connection: Connection) -> None:
-        # Not under AUTOCOMMIT (Alembic's autocommit_block): VACUUM and friends refuse a BEGIN.
-        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            connection.exec_driver_sql("BEGIN")
 
 
 class Database:
@@ -108,6 +67,8 @@ class Database:
         self._loop: asyncio.AbstractEventLoop | None = None
         try:
             if self.is_async:
+                from sqlalchemy.ext.asyncio import create_async_engine
+
                 self._async_engine: AsyncEngine | None = create_async_engine(
                     self.url, poolclass=pool.NullPool
                 )
@@ -121,14 +82,14 @@ class Database:
                 f"{mask_url(self.url)}"
             ) from None
         except ImportError as error:
-            extra = _DRIVER_EXTRAS.get(self.url.get_backend_name(), "async")
+            extra = EXTRAS.get(self.url.get_backend_name(), "async")
             raise ConfigurationError(
                 f"{variable}: the driver for {self.url.drivername!r} is not installed "
                 f"({error.name or error}); pip install 'fastapi-migrate-on-startup[{extra}]' "
                 "or the driver itself"
             ) from None
-        if self.dialect_name == "sqlite":
-            _enable_sqlite_transactions(self.engine)
+        self.backend: Backend = backend_for(self.dialect_name)
+        self.backend.engine_created(self.engine)
         self._attempt_timeout: float | None = None
         names = _CONNECT_TIMEOUT_ARGS.get(self.url.get_driver_name(), ())
         if names and not self.is_async:
@@ -163,18 +124,18 @@ class Database:
 
     def wait_until_reachable(self, timeout: float) -> None:
         """Connect, retrying with backoff for ``timeout`` seconds, else ``DatabaseUnavailable``."""
-        deadline = time.monotonic() + timeout
-        delay = 0.1
-        attempts = 0
-        while True:
-            attempts += 1
+        started = time.monotonic()
+        deadline = started + timeout
+        attempts = [0]
+        last = [""]
+
+        def attempt() -> bool | None:
+            attempts[0] += 1
+            # A connection attempt may use what is left of the deadline, at least a second.
+            self._attempt_timeout = max(deadline - time.monotonic(), 1.0)
             try:
-                self._attempt_timeout = max(deadline - time.monotonic(), 1.0)
-                try:
-                    self.run(lambda c: c.exec_driver_sql("SELECT 1").scalar())
-                finally:
-                    self._attempt_timeout = None
-                return
+                self.run(lambda c: c.exec_driver_sql("SELECT 1").scalar())
+                return True
             except UnicodeError as error:
                 # PyMySQL and aiomysql send the user and password as latin-1: no retry helps.
                 raise ConfigurationError(
@@ -183,21 +144,24 @@ class Database:
                     "encoding for some of their characters); change them, or the driver"
                 ) from None
             except (exc.DBAPIError, OSError) as error:
-                reason = self.redact(_first_line(error))
-                permanent = self.dialect_name == "sqlite" or any(
-                    marker in reason.lower() for marker in _PERMANENT
-                )
-                remaining = deadline - time.monotonic()
-                if permanent or remaining <= 0:
-                    raise DatabaseUnavailable(
-                        f"cannot connect to {self.masked_url} "
-                        f"({attempts} attempt{'s' if attempts > 1 else ''} in "
-                        f"{timeout - max(0.0, deadline - time.monotonic()):.1f}s; "
-                        f"MIGRATE_CONNECT_TIMEOUT={timeout:g}): {reason}"
-                    ) from None
-            # The last attempt lands on the deadline: connect_timeout is all used.
-            time.sleep(min(remaining, delay * random.uniform(0.5, 1.0)))
-            delay = min(delay * 2, 2.0)
+                last[0] = self.redact(_reason(error))
+                if self.backend.connect_errors_are_permanent or any(
+                    marker in last[0].lower() for marker in _PERMANENT
+                ):
+                    raise unavailable() from None
+                return None
+            finally:
+                self._attempt_timeout = None
+
+        def unavailable() -> DatabaseUnavailable:
+            count = attempts[0]
+            return DatabaseUnavailable(
+                f"cannot connect to {self.masked_url} ({count} attempt{'s' if count > 1 else ''}"
+                f" in {time.monotonic() - started:.1f}s; MIGRATE_CONNECT_TIMEOUT={timeout:g}): "
+                f"{last[0]}"
+            )
+
+        poll(attempt, timeout, unavailable, cap=CONNECT_CAP)
 
     def connect_bound(self) -> float | None:
         """Seconds one connection attempt may take: the probe's share of the deadline, else
@@ -290,6 +254,7 @@ async def _run_in_transaction(conn: AsyncConnection, fn: Callable[[Connection], 
         return await conn.run_sync(fn)
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def _reason(error: BaseException) -> str:
+    """The driver's first line, without the exception's type (a connection error's message
+    says enough, and is what a user searches for)."""
+    return error_line(error).split(": ", 1)[-1]

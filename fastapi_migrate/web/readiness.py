@@ -8,20 +8,22 @@ one ``SELECT`` on the version table: no script folder is read per request.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from sqlalchemy import Connection, Engine, create_engine, pool
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from .alembic_run import alembic_config, load_scripts
-from .database import is_async_url, parse_url
-from .plan import ancestry, resolve_target
-from .result import MigrationResult
-from .settings import MigrateSettings
-from .state import read_revisions
-from .urls import redact
+from ..backends.drivers import is_async_url, parse_url
+from ..core.plan import ancestry, resolve_target
+from ..core.redaction import error_line
+from ..core.result import MigrationResult
+from ..core.settings import MigrateSettings
+from ..core.version_table import VersionTable, at_target
+from ..glue.config import alembic_config, load_scripts
+
+if TYPE_CHECKING:  # the asyncio extension needs greenlet: imported only for async URLs
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = logging.getLogger("fastapi_migrate")
 
@@ -39,6 +41,8 @@ def _engine(url: URL) -> Engine | AsyncEngine:
     timeout = _CONNECT_TIMEOUT.get(url.get_driver_name())
     options: dict[str, Any] = {"connect_args": {timeout: _CONNECT_SECONDS} if timeout else {}}
     if is_async_url(url):
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         return create_async_engine(url, poolclass=pool.NullPool, **options)
     if url.get_backend_name() == "sqlite":
         return create_engine(url, poolclass=pool.NullPool, **options)
@@ -54,7 +58,7 @@ class MigrationProbe:
         self.settings = settings
         self.url = parse_url(settings.database_url or "")
         self.engine = _engine(self.url)
-        self._trees = _narrowed(settings)
+        self._trees = [narrowed for _, narrowed in settings.each_tree()]
         self._expected: tuple[str, ...] | None = None
         self._below: frozenset[str] | None = None
         if result is not None and result.action != "skipped" and result.to_revision:
@@ -81,15 +85,13 @@ class MigrationProbe:
         return tuple(
             revision
             for settings in self._trees
-            for revision in read_revisions(
-                connection,
-                version_table=settings.version_table,
-                version_table_schema=settings.version_table_schema,
-            )
+            for revision in VersionTable(
+                settings.version_table, settings.version_table_schema
+            ).read_if_present(connection)
         )
 
     async def current(self) -> tuple[str, ...]:
-        if isinstance(self.engine, AsyncEngine):
+        if not isinstance(self.engine, Engine):
             async with self.engine.connect() as conn:
                 return await conn.run_sync(self._read)
         engine = self.engine
@@ -102,7 +104,7 @@ class MigrationProbe:
 
     async def close(self) -> None:
         """Close the probe's connections (the app shuts down)."""
-        if isinstance(self.engine, AsyncEngine):
+        if not isinstance(self.engine, Engine):
             await self.engine.dispose()
         else:
             await anyio.to_thread.run_sync(self.engine.dispose)
@@ -113,12 +115,12 @@ class MigrationProbe:
             if self._expected is None:
                 await anyio.to_thread.run_sync(self._load_scripts)
             current = await self.current()
-            if set(current) == set(self._expected or ()):
+            if current and at_target(current, self._expected or ()):
                 return _status("ok", current, self._expected)
             if current and self._below is None:
                 await anyio.to_thread.run_sync(self._load_scripts)
         except Exception as error:
-            reason = redact(f"{type(error).__name__}: {error}".splitlines()[0], [self.url])
+            reason = error_line(error, [self.url])
             log.warning("migration status unavailable: %s", reason)
             return _status("error", None, self._expected)
         # A revision above the target or unknown to these scripts: a newer release migrated
@@ -126,15 +128,6 @@ class MigrationProbe:
         if current and not set(current) <= (self._below or frozenset()):
             return _status("ahead", current, self._expected)
         return _status("pending", current, self._expected)
-
-
-def _narrowed(settings: MigrateSettings) -> list[MigrateSettings]:
-    """The settings of each migration tree (``MIGRATE_TREES``), else ``settings`` alone."""
-    if not settings.trees:
-        return [settings]
-    from .trees import tree_settings
-
-    return [tree_settings(settings, tree) for tree in settings.trees]
 
 
 def _status(

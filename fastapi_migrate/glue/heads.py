@@ -1,5 +1,6 @@
-"""The no-op start at the cost of one version query: never execute the revision files for it.
+"""``script_heads``: the revision graph's heads without executing the revision files.
 
+A no-op start costs one version query only if the target is known without loading the scripts:
 Alembic learns the revision graph by executing every file in ``versions/``, which costs tens to
 hundreds of milliseconds on each restart. Here the graph's heads come from the files without
 running them:
@@ -10,10 +11,9 @@ running them:
    fingerprint to the heads; written where the process may write, else nowhere;
 3. on a cache miss, a strict reading of the ``revision = ...`` / ``down_revision = ...`` lines.
 
-The answer is only ever "the database is at the target" or "don't know": anything unusual
-(a line the reader doubts, branch labels, ``depends_on``, several heads for ``head``, a target
-other than ``head``/``heads``/an exact id, a database elsewhere, any error) falls back to the
-full path, which loads the scripts with Alembic and decides under the lock.
+The answer is only ever the heads or "don't know" (None): anything unusual (a line the reader
+doubts, branch labels, ``depends_on``, several heads for ``head``, a target other than
+``head``/``heads``/an exact id) leaves the engine to load the scripts with Alembic.
 """
 
 from __future__ import annotations
@@ -33,12 +33,6 @@ from pathlib import Path
 
 from alembic.config import Config
 from alembic.util import coerce_resource_to_filename
-from sqlalchemy import Connection, exc
-
-from .database import Database, DedicatedConnection
-from .plan import format_revisions
-from .result import MigrationResult
-from .settings import MigrateSettings
 
 log = logging.getLogger("fastapi_migrate")
 
@@ -97,82 +91,6 @@ class ScriptHeads:
         if target in self.revisions:
             return (target,)
         return None
-
-
-@dataclass(frozen=True)
-class NoopCheck:
-    """``result`` is the ``noop`` when the database is at the target, else None ("don't know");
-    ``reachable`` says whether the database answered at all; ``wanted`` is the target's
-    revisions when the scripts could be read without running them."""
-
-    result: MigrationResult | None
-    reachable: bool = False
-    wanted: tuple[str, ...] | None = None
-
-
-def noop_start(
-    settings: MigrateSettings, cfg: Config, db: Database, started: float
-) -> MigrationResult | None:
-    """``noop`` when the database already holds exactly the target revisions; else None.
-
-    No lock is needed: at the target is the final state whoever else is migrating.
-    """
-    return check_noop(settings, cfg, db, started).result
-
-
-def check_noop(settings: MigrateSettings, cfg: Config, db: Database, started: float) -> NoopCheck:
-    """``noop_start``, also telling whether the database answered."""
-    reachable = False
-    try:
-        heads = script_heads(cfg)
-        wanted = heads.target(settings.target) if heads is not None else None
-        if heads is None or not wanted:
-            return NoopCheck(None)
-        # One SELECT needs no transaction: autocommit spares BEGIN and COMMIT round trips.
-        with db.connection(autocommit=True) as connection:
-            reachable = True
-            result = at_target(connection, settings, wanted, started)
-    except (exc.SQLAlchemyError, OSError) as error:
-        log.debug("no-op check: %s, loading the scripts", type(error).__name__)
-        return NoopCheck(None, reachable)
-    except Exception as error:  # the fast path only ever says "noop" or "don't know"
-        log.debug("no-op check failed (%s: %s), loading the scripts", type(error).__name__, error)
-        return NoopCheck(None, reachable)
-    if result is not None:
-        log.debug(
-            "no-op start: database at %s, the target; heads from the %s of %d revision files, "
-            "none executed",
-            result.to_revision,
-            heads.source,
-            len(heads.revisions),
-        )
-    return NoopCheck(result, reachable, wanted)
-
-
-def at_target(
-    connection: DedicatedConnection,
-    settings: MigrateSettings,
-    wanted: tuple[str, ...],
-    started: float,
-) -> MigrationResult | None:
-    """The ``noop`` if the version table holds exactly ``wanted``, else None; one query on an
-    open connection, cheap enough to repeat while waiting for another process's migration."""
-    current = connection.run(lambda c: _read_versions(c, settings))
-    if not current or len(set(current)) != len(current) or set(current) != set(wanted):
-        return None
-    revision = format_revisions(current)
-    seconds = round(time.monotonic() - started, 4)
-    return MigrationResult("noop", revision, revision, [], seconds)
-
-
-def _read_versions(connection: Connection, settings: MigrateSettings) -> tuple[str, ...]:
-    """``SELECT version_num``: raises when the table is missing, which means "don't know"."""
-    # Quoted as Alembic's Table would be; plain SQL, since a first Core compile costs ~ms.
-    preparer = connection.dialect.identifier_preparer
-    name = preparer.quote(settings.version_table)
-    if settings.version_table_schema is not None:
-        name = f"{preparer.quote_schema(settings.version_table_schema)}.{name}"
-    return tuple(row[0] for row in connection.exec_driver_sql(f"SELECT version_num FROM {name}"))
 
 
 def script_heads(cfg: Config) -> ScriptHeads | None:

@@ -2,8 +2,9 @@
 
 Each function takes an ``Invocation`` (the parsed command line) and returns an exit code; it
 raises the ``MigrationError`` family or Alembic's ``CommandError``, which ``cli.main`` turns into
-one line on stderr. The work itself is Alembic's ``command`` functions and our core
-(``migrate``, ``read_state``, ``plan_migration``, ``migration_lock``).
+one line on stderr. The work itself is Alembic's ``command`` functions and the core (``migrate``
+and its planning, ``VersionTable``, ``migration_lock``). With ``MIGRATE_TREES``, ``current`` and
+``check`` cover every tree; the commands that act on one tree take ``--tree NAME``.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from alembic.script.revision import ResolutionError
 from alembic.util import CommandError
 from sqlalchemy import MetaData
 
-from .alembic_run import alembic_config, load_scripts
-from .database import Database, parse_url
-from .errors import (
+from ..backends.database import Database
+from ..backends.drivers import parse_url
+from ..core.engine import Start, migrate
+from ..core.errors import (
     ConfigurationError,
     MigrationError,
     MigrationFailed,
@@ -36,14 +38,16 @@ from .errors import (
     UnknownRevision,
     UnversionedDatabase,
 )
-from .lock import migration_lock
-from .logging_guard import preserved_logging
-from .metadata import resolve_metadata
-from .plan import format_revisions, plan_migration
-from .runner import migrate
-from .schema_diff import schema_differences
-from .settings import MigrateSettings, url_optional
-from .state import DatabaseState, read_revisions, read_state
+from ..core.lock import migration_lock
+from ..core.metadata import resolve_metadata
+from ..core.plan import format_revisions, plan_migration
+from ..core.redaction import error_line
+from ..core.settings import MigrateSettings, url_optional
+from ..core.version_table import DatabaseState, VersionTable, read_states
+from ..glue.config import alembic_config, load_scripts
+from ..glue.logging_guard import preserved_logging
+from ..glue.run import run_on_connection
+from ..glue.schema_diff import schema_differences
 
 AlembicCall = Callable[[Config, argparse.Namespace], object]
 
@@ -69,6 +73,13 @@ class Invocation:
             settings = MigrateSettings(**overrides)
         self.seen.append(settings)
         return settings
+
+    def tree_settings(
+        self, command: str, **overrides: Any
+    ) -> tuple[MigrateSettings, MigrateSettings]:
+        """The app's settings (the lock is theirs) and those of the tree ``--tree`` picks."""
+        settings = self.settings(**overrides)
+        return settings, settings.one_tree(getattr(self.args, "tree", None), command)
 
     def urls(self) -> list[str | None]:
         """Every URL this run may have seen, for masking what it prints."""
@@ -113,15 +124,8 @@ def database(settings: MigrateSettings, *, write: bool) -> Iterator[Database]:
         db.dispose()
 
 
-def state_of(db: Database, settings: MigrateSettings) -> DatabaseState:
-    """Read-only: unlike ``alembic current``, never creates the version table (alembic #694)."""
-    return db.run(
-        lambda c: read_state(
-            c,
-            version_table=settings.version_table,
-            version_table_schema=settings.version_table_schema,
-        )
-    )
+def table_of(settings: MigrateSettings) -> VersionTable:
+    return VersionTable(settings.version_table, settings.version_table_schema)
 
 
 def missing_sqlite_file(settings: MigrateSettings) -> Path | None:
@@ -133,44 +137,14 @@ def missing_sqlite_file(settings: MigrateSettings) -> Path | None:
     return None if Path(name).exists() else Path(name)
 
 
-def read_only_state(settings: MigrateSettings) -> DatabaseState:
-    """The database's state; a SQLite file not made yet is an empty database, left uncreated."""
+def read_only_states(settings: MigrateSettings) -> list[DatabaseState]:
+    """Every tree's state; a SQLite file not made yet is an empty database, left uncreated."""
+    trees = [narrowed for _, narrowed in settings.each_tree()]
     if missing_sqlite_file(settings) is not None:
-        return DatabaseState(has_version_table=False, revisions=(), has_tables=False)
+        return [DatabaseState(has_version_table=False, revisions=(), has_tables=False)] * len(trees)
+    tables = [table_of(tree) for tree in trees]
     with database(settings, write=False) as db:
-        return state_of(db, settings)
-
-
-def revisions_of(db: Database, settings: MigrateSettings) -> tuple[str, ...]:
-    return db.run(
-        lambda c: read_revisions(
-            c,
-            version_table=settings.version_table,
-            version_table_schema=settings.version_table_schema,
-        )
-    )
-
-
-def on_connection(
-    settings: MigrateSettings,
-    db: Database,
-    run: Callable[[Config], object],
-    metadata: MetaData | None = None,
-) -> None:
-    """Run an Alembic command whose ``env.py`` works on our connection (sync drivers; async
-    ones open their own), committing what it leaves open, as the startup path does."""
-    with db.connection() as conn:
-        sync = conn.sync_connection
-        cfg = alembic_config(settings, metadata=metadata, connection=sync)
-        with preserved_logging():
-            try:
-                run(cfg)
-            except BaseException:
-                if sync is not None and sync.in_transaction():
-                    sync.rollback()
-                raise
-        if sync is not None and sync.in_transaction():
-            sync.commit()
+        return db.run(lambda c: read_states(c, tables, adoptable=[False] * len(tables)))
 
 
 def _revisions_text(revisions: tuple[str, ...]) -> str:
@@ -180,14 +154,15 @@ def _revisions_text(revisions: tuple[str, ...]) -> str:
 # -- offline (--sql) -----------------------------------------------------------------------------
 
 
-def offline(inv: Invocation, direction: str, revision: str) -> int:
+def offline(inv: Invocation, direction: str, revision: str | None) -> int:
     """Print the SQL of ``upgrade``/``downgrade`` from where the database is now; the database
     is only read. ``START:END`` skips reading it."""
-    settings = inv.settings()
+    _, settings = inv.tree_settings(f"{direction} --sql")
+    revision = revision or settings.target
     require_url(settings, write=True)  # offline mode still needs the dialect
     cfg, script = scripts(settings)
     if ":" not in revision:
-        state = read_only_state(settings)
+        state = read_only_states(settings.one_tree(None, direction))[0]
         start = _offline_start(direction, state, script, revision, settings)
         if start is None:
             return 0
@@ -235,11 +210,17 @@ def upgrade(inv: Invocation) -> int:
     """Exactly the startup path: lock, baseline, empty database, unknown revision, heads."""
     a = inv.args
     if a.sql:
-        return offline(inv, "upgrade", a.revision or inv.settings().target)
-    overrides: dict[str, Any] = {"mode": "upgrade"}  # even where the app runs MIGRATE_MODE=wait
+        return offline(inv, "upgrade", a.revision)
+    if getattr(a, "tree", None) is not None:
+        raise ConfigurationError(
+            "upgrade --tree: only with --sql; upgrade migrates every tree, as a starting app does"
+        )
+    # MIGRATE_MODE is validated as given (a typo fails here too), then set aside: the release
+    # job migrates even where the app runs MIGRATE_MODE=wait.
+    overrides: dict[str, Any] = {"mode": "upgrade"}
     if a.revision is not None:
         overrides["target"] = a.revision
-    settings = inv.settings(**overrides)
+    settings = inv.settings().model_copy(update=overrides)
     require_url(settings, write=True)
     try:
         print(migrate(settings).summary())
@@ -260,33 +241,35 @@ def change(verb: str, call: AlembicCall) -> Callable[[Invocation], int]:
         a = inv.args
         if getattr(a, "sql", False):
             return offline(inv, "downgrade", a.revision)
-        settings = inv.settings()
+        app, settings = inv.tree_settings(a.command)
         scripts(settings)
+        table = table_of(settings)
         started = time.monotonic()
         with (
             database(settings, write=True) as db,
-            migration_lock(
+            migration_lock(  # the app's lock, whichever tree: every migrator excludes the others
                 db,
-                version_table=settings.version_table,
-                version_table_schema=settings.version_table_schema,
-                timeout=settings.lock_timeout,
-                enabled=settings.lock,
+                version_table=app.version_table,
+                version_table_schema=app.version_table_schema,
+                timeout=app.lock_timeout,
+                enabled=app.lock,
             ),
         ):
-            before = revisions_of(db, settings)
+            before = db.run(table.read_if_present)
             try:
-                on_connection(settings, db, lambda cfg: call(cfg, a))
+                with db.connection() as connection:
+                    run_on_connection(settings, connection, lambda cfg: call(cfg, a))
             except (MigrationError, CommandError):
                 raise
             except Exception as error:
-                left = _revisions_text(revisions_of(db, settings))
-                reason = db.redact(f"{type(error).__name__}: {error}".splitlines()[0])
+                left = _revisions_text(db.run(table.read_if_present))
                 raise MigrationFailed(
-                    f"{a.command} {a.revision} failed: {reason}; the database is left at {left}",
+                    f"{a.command} {a.revision} failed: {error_line(error, [db.url])}; the "
+                    f"database is left at {left}",
                     revision=None,
                     current_revision=left,
                 ) from error
-            after = revisions_of(db, settings)
+            after = db.run(table.read_if_present)
         print(
             f"{verb}: from {_revisions_text(before)} to {_revisions_text(after)} "
             f"in {time.monotonic() - started:.3f}s"
@@ -300,31 +283,43 @@ def listing(call: AlembicCall) -> Callable[[Invocation], int]:
     """A command that only reads the scripts (``history``, ``heads``): no database needed."""
 
     def run(inv: Invocation) -> int:
-        cfg, _ = scripts(inv.settings())
-        call(cfg, inv.args)
+        settings = inv.settings()
+        if inv.args.tree is not None or not settings.trees:
+            cfg, _ = scripts(settings.one_tree(inv.args.tree, inv.args.command))
+            call(cfg, inv.args)
+            return 0
+        for name, narrowed in settings.each_tree():
+            print(f"# migration tree {name}")
+            cfg, _ = scripts(narrowed)
+            call(cfg, inv.args)
         return 0
 
     return run
 
 
 def current(inv: Invocation) -> int:
-    """The database's revisions, marked ``(head)``; writes nothing, even on an empty database."""
+    """Every tree's revisions, marked ``(head)``; writes nothing, even on an empty database."""
     settings = inv.settings()
-    _, script = scripts(settings)
-    state = read_only_state(settings)
-    if state.is_unversioned:
-        print("base (unversioned: the database has tables but no version table)")
-    elif not state.revisions:
-        print("base (empty database)" if state.is_empty else "base")
-    for revision in state.revisions:
-        try:
-            found = script.get_revision(revision)
-        except (ResolutionError, CommandError):
-            found = None
-        if found is None:
-            print(f"{revision} (unknown to the migration scripts: migrated by newer code)")
-        else:
-            print(found.cmd_format(inv.args.verbose))
+    trees = settings.each_tree()
+    states = read_only_states(settings)
+    for (name, narrowed), state in zip(trees, states, strict=True):
+        prefix = "" if name is None else f"{name}: "
+        _, script = scripts(narrowed)
+        if state.is_unversioned:
+            print(f"{prefix}base (unversioned: the database has tables but no version table)")
+        elif not state.revisions:
+            print(prefix + ("base (empty database)" if state.is_empty else "base"))
+        for revision in state.revisions:
+            try:
+                found = script.get_revision(revision)
+            except (ResolutionError, CommandError):
+                found = None
+            if found is None:
+                print(
+                    f"{prefix}{revision} (unknown to the migration scripts: migrated by newer code)"
+                )
+            else:
+                print(prefix + found.cmd_format(inv.args.verbose))
     return 0
 
 
@@ -333,7 +328,7 @@ def revision(inv: Invocation) -> int:
     a = inv.args
     if a.merge and a.autogenerate:
         raise ConfigurationError("revision: --merge and --autogenerate do not go together")
-    settings = inv.settings()
+    _, settings = inv.tree_settings("revision")
     cfg, _ = scripts(settings)
 
     def make(cfg: Config) -> None:
@@ -347,9 +342,9 @@ def revision(inv: Invocation) -> int:
             make(cfg)
         return 0
     metadata = resolve_metadata(None, settings.metadata)
-    with database(settings, write=False) as db:
+    with database(settings, write=False) as db, db.connection() as connection:
         try:
-            on_connection(settings, db, make, metadata)
+            run_on_connection(settings, connection, make, metadata)
         except CommandError as error:
             if "MetaData" in str(error):
                 raise ConfigurationError(
@@ -361,45 +356,46 @@ def revision(inv: Invocation) -> int:
 
 
 def _database_problems(
-    db: Database, settings: MigrateSettings, script: ScriptDirectory, metadata: MetaData | None
+    settings: MigrateSettings, metadata: MetaData | None
 ) -> tuple[list[str], str]:
-    """What ``check`` finds wrong with the database, and the revision it compared against."""
-    try:
-        plan = plan_migration(state_of(db, settings), script, target=settings.target)
-    except (UnknownRevision, MultipleHeads, UnversionedDatabase) as error:
-        return [str(error)], "?"
-    at = plan.to_revision or "base"
-    if plan.action != "noop":
-        return [
-            f"the database is at {plan.from_revision or 'base'}, not at "
-            f"{settings.target} ({at}): {len(plan.pending)} migration(s) pending "
-            f"({', '.join(plan.pending)}); run: fastapi-migrate upgrade"
-        ], at
-    if metadata is None:
-        return [], at
-    differences = db.run(
-        lambda c: schema_differences(
-            c,
-            metadata,
-            version_table=settings.version_table,
-            version_table_schema=settings.version_table_schema,
+    """What ``check`` finds wrong with the database, planned as a starting app plans it
+    (baseline, unknown revision, several heads), and the revisions it compared against."""
+    with Start(settings.model_copy(update={"mode": "check"}), metadata) as start:
+        start.db.wait_until_reachable(settings.connect_timeout)
+        try:
+            plans = start.plans(start.db.run)
+        except (UnknownRevision, MultipleHeads, UnversionedDatabase) as error:
+            return [str(error)], "?"
+        at = ",".join(plan.to_revision or "base" for plan in plans)
+        if any(plan.action != "noop" for plan in plans):
+            return [f"{start.behind(plans)}; run: fastapi-migrate upgrade"], at
+        if metadata is None:
+            return [], at
+        tables = [table_of(narrowed).name for _, narrowed in settings.each_tree()]
+        differences = start.db.run(
+            lambda c: schema_differences(
+                c,
+                metadata,
+                version_tables=tables,
+                version_table_schema=settings.version_table_schema,
+            )
         )
-    )
     return [f"the models differ from the database: {d}" for d in differences], at
 
 
 def check(inv: Invocation) -> int:
-    """Exit 1, saying what differs, unless the database is at head and matches the models."""
+    """Exit 1, saying what differs, unless every tree is at its target and the database
+    matches the models."""
     settings = inv.settings()
-    _, script = scripts(settings)
+    for _, narrowed in settings.each_tree():
+        scripts(narrowed)
     metadata = resolve_metadata(None, settings.metadata)
     missing = missing_sqlite_file(settings)
     if missing is not None:
         problems = [f"the database file {missing} does not exist; run: fastapi-migrate upgrade"]
         at = "?"
     else:
-        with database(settings, write=False) as db:
-            problems, at = _database_problems(db, settings, script, metadata)
+        problems, at = _database_problems(settings, metadata)
     if problems:
         for problem in problems:
             print(f"- {problem}")
@@ -480,6 +476,11 @@ class Command:
     description: str = ""
 
 
+_TREE = arg(
+    "--tree",
+    metavar="NAME",
+    help="the migration tree to work on, by name (required when MIGRATE_TREES has several)",
+)
 _SQL = arg(
     "--sql",
     action="store_true",
@@ -509,7 +510,11 @@ COMMANDS: tuple[Command, ...] = (
         "upgrade",
         "bring the database to REV (default: head), exactly as a starting app does",
         upgrade,
-        (arg("revision", nargs="?", metavar="REV", help="default: MIGRATE_TARGET (head)"), _SQL),
+        (
+            arg("revision", nargs="?", metavar="REV", help="default: MIGRATE_TARGET (head)"),
+            _SQL,
+            _TREE,
+        ),
         "Run the startup logic: connect with retries, take the migration lock, then upgrade, "
         "adopt (MIGRATE_BASELINE) or create (MIGRATE_EMPTY_DATABASE); refuses an unknown "
         "revision or several heads. Prints the one-line summary. MIGRATE_MODE is ignored.",
@@ -518,7 +523,7 @@ COMMANDS: tuple[Command, ...] = (
         "downgrade",
         "downgrade the database to REV, under the migration lock",
         change("downgraded", lambda cfg, a: command.downgrade(cfg, a.revision)),
-        (arg("revision", metavar="REV", help="a revision, -1, or base"), _SQL),
+        (arg("revision", metavar="REV", help="a revision, -1, or base"), _SQL, _TREE),
     ),
     Command(
         "current",
@@ -529,18 +534,19 @@ COMMANDS: tuple[Command, ...] = (
         "history",
         "list the revisions, newest first (no database needed)",
         listing(lambda cfg, a: command.history(cfg, rev_range=a.rev_range, verbose=a.verbose)),
-        (arg("-r", "--rev-range", metavar="RANGE", help="e.g. r1:head, -3:current"),),
+        (arg("-r", "--rev-range", metavar="RANGE", help="e.g. r1:head, -3:current"), _TREE),
     ),
     Command(
         "heads",
         "show the head revisions of the scripts (no database needed)",
         listing(lambda cfg, a: command.heads(cfg, verbose=a.verbose)),
+        (_TREE,),
     ),
     Command(
         "stamp",
         "write REV into the version table without migrating, under the migration lock",
         change("stamped", lambda cfg, a: command.stamp(cfg, a.revision)),
-        (arg("revision", metavar="REV", help="a revision, head, or base"),),
+        (arg("revision", metavar="REV", help="a revision, head, or base"), _TREE),
     ),
     Command(
         "revision",
@@ -555,6 +561,7 @@ COMMANDS: tuple[Command, ...] = (
             ),
             arg("--merge", action="store_true", help="merge the current heads into one"),
             arg("--rev-id", metavar="ID", help="the revision id (default: generated)"),
+            _TREE,
         ),
     ),
     Command(

@@ -6,6 +6,7 @@ Alembic's autogenerate ``compare_metadata`` finds the differences; this names th
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
@@ -21,18 +22,25 @@ def schema_differences(
     connection: Connection,
     metadata: MetaData,
     *,
-    version_table: str = "alembic_version",
+    version_tables: Collection[str] = ("alembic_version",),
     version_table_schema: str | None = None,
 ) -> list[str]:
-    """Every difference between ``metadata`` and the database's schema (the version table is
-    left out), as Alembic's autogenerate sees it with ``compare_type``."""
+    """Every difference between ``metadata`` and the database's schema (the version tables of
+    every tree are left out), as Alembic's autogenerate sees it with ``compare_type``."""
+
+    def not_a_version_table(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        return not (type_ == "table" and reflected and name in version_tables)
+
     context = MigrationContext.configure(
         connection,
         opts={
             "compare_type": True,
             "target_metadata": metadata,
-            "version_table": version_table,
+            "version_table": next(iter(version_tables), "alembic_version"),
             "version_table_schema": version_table_schema,
+            "include_object": not_a_version_table,
         },
     )
     lines: list[str] = []

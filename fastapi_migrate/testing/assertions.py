@@ -23,22 +23,16 @@ from alembic import command
 from alembic.script import Script
 from sqlalchemy import MetaData
 
-from .alembic_run import alembic_config, load_scripts
-from .database import Database
+from ..backends.database import Database
+from ..core.engine import migrate
+from ..core.lock import process_lock
+from ..core.metadata import resolve_metadata
+from ..core.redaction import redact
+from ..core.settings import MigrateSettings, url_optional
+from ..glue.config import alembic_config, load_scripts
+from ..glue.logging_guard import preserved_logging
+from ..glue.schema_diff import schema_differences
 from .janitor import scratch_database, template_settings
-from .lock import process_lock
-from .logging_guard import preserved_logging
-from .metadata import resolve_metadata
-from .runner import migrate
-from .schema_diff import schema_differences
-from .settings import MigrateSettings, url_optional
-from .urls import redact
-
-__all__ = [
-    "assert_models_match_migrations",
-    "assert_single_head",
-    "assert_upgrade_downgrade_roundtrip",
-]
 
 
 def _settings(settings: MigrateSettings | None) -> MigrateSettings:
@@ -136,7 +130,7 @@ def assert_models_match_migrations(
                 lambda c: schema_differences(
                     c,
                     found,
-                    version_table=settings.version_table,
+                    version_tables=[n.version_table for _, n in settings.each_tree()],
                     version_table_schema=settings.version_table_schema,
                 )
             )

@@ -14,8 +14,8 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .errors import ConfigurationError
-from .migration_tree import MigrationTree, check_trees
-from .urls import mask_url
+from .redaction import mask_url
+from .trees import MigrationTree, check_trees
 
 Mode = Literal["upgrade", "wait", "check", "off"]
 EmptyDatabaseStrategy = Literal["upgrade", "create_all"]
@@ -128,6 +128,39 @@ class MigrateSettings(BaseSettings):
     def _trees_fit(self) -> MigrateSettings:
         check_trees(self.trees, empty_database=self.empty_database, baseline=self.baseline)
         return self
+
+    def for_tree(self, tree: MigrationTree) -> MigrateSettings:
+        """These settings narrowed to one tree: its folder, version table, target, baseline."""
+        return self.model_copy(
+            update={
+                "script_location": tree.script_location,
+                "version_table": tree.version_table,
+                "target": tree.target or self.target,
+                "baseline": tree.baseline,
+                "trees": [],
+            }
+        )
+
+    def each_tree(self) -> list[tuple[str | None, MigrateSettings]]:
+        """Every tree's name and narrowed settings; one unnamed entry without ``MIGRATE_TREES``."""
+        if not self.trees:
+            return [(None, self)]
+        return [(tree.name, self.for_tree(tree)) for tree in self.trees]
+
+    def one_tree(self, name: str | None, command: str) -> MigrateSettings:
+        """The settings of the tree ``--tree NAME`` picks, for a command that works on one."""
+        names = [tree.name for tree in self.trees]
+        if not self.trees:
+            if name is not None:
+                raise ConfigurationError(f"{command} --tree {name}: MIGRATE_TREES is not set")
+            return self
+        if name is None or name not in names:
+            given = "is required" if name is None else f"{name!r} is not one of them"
+            raise ConfigurationError(
+                f"{command}: MIGRATE_TREES has several trees ({', '.join(names)}): --tree NAME "
+                f"{given}"
+            )
+        return self.for_tree(self.trees[names.index(name)])
 
     @property
     def ddl_url(self) -> str | None:

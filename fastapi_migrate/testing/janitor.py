@@ -24,11 +24,14 @@ from pathlib import Path
 
 from sqlalchemy import MetaData
 
-from .database_servers import PREFIX, DatabaseServer, database_server
-from .result import MigrationResult
-from .runner import migrate
+from ..backends import backend_for
+from ..backends.base import PREFIX, DatabaseServer
+from ..backends.drivers import parse_url
+from ..backends.sqlite import SqliteServer
+from ..core.engine import migrate
+from ..core.result import MigrationResult
+from ..core.settings import MigrateSettings
 from .server_choice import server_url
-from .settings import MigrateSettings
 
 log = logging.getLogger("fastapi_migrate")
 # PostgreSQL's DROP DATABASE waits for a checkpoint; drops running side by side share one.
@@ -60,6 +63,15 @@ def is_stale(name: str) -> bool:
     except PermissionError:
         return False  # alive, someone else's
     return False
+
+
+def database_server(url: str | None, directory: Path) -> DatabaseServer:
+    """The server a URL names; ``None`` means SQLite files in ``directory`` (for a SQLite URL
+    only its driver counts: ``sqlite+aiosqlite://`` gives aiosqlite URLs)."""
+    if not url:
+        return SqliteServer(directory)
+    parsed = parse_url(url, "--migrate-db-url")
+    return backend_for(parsed.get_backend_name()).test_server(parsed, directory)
 
 
 class Janitor:

@@ -10,11 +10,11 @@ from typing import Any
 import anyio.to_thread
 from sqlalchemy import MetaData
 
-from .errors import ConfigurationError, MigrationError
+from ..core.engine import migrate
+from ..core.errors import ConfigurationError, MigrationError
+from ..core.settings import MigrateSettings
 from .logs import ensure_visible
 from .readiness import close_probe
-from .runner import migrate
-from .settings import MigrateSettings
 
 log = logging.getLogger("fastapi_migrate")
 

@@ -16,9 +16,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 from alembic.util import CommandError
 
+from ..core.errors import ConfigurationError, MigrationError
+from ..core.redaction import redact
 from .commands import COMMANDS, Invocation
-from .errors import ConfigurationError, MigrationError
-from .urls import redact
 
 PROG = "fastapi-migrate"
 _DEFAULTS = {

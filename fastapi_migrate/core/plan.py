@@ -12,7 +12,7 @@ from alembic.script.revision import RangeNotAncestorError, ResolutionError, Revi
 from alembic.util import CommandError
 
 from .errors import ConfigurationError, MultipleHeads, UnknownRevision, UnversionedDatabase
-from .state import DatabaseState
+from .version_table import DatabaseState, at_target
 
 log = logging.getLogger("fastapi_migrate")
 
@@ -84,8 +84,11 @@ def plan_migration(
     empty_database: str = "upgrade",
     baseline: str | None = None,
     unknown_revision: str = "error",
+    baseline_setting: str = "MIGRATE_BASELINE",
 ) -> MigrationPlan:
-    """Decide the action for ``state`` (SPEC section 3); raises for states that need a human."""
+    """Decide the action for ``state`` (SPEC section 3); raises for states that need a human.
+
+    ``baseline_setting`` names where a baseline is given, for the error that asks for one."""
     targets = resolve_target(script, target)
     to_revision = format_revisions(targets)
     current = format_revisions(state.revisions)
@@ -94,15 +97,18 @@ def plan_migration(
         if baseline is None:
             raise UnversionedDatabase(
                 "the database has tables but no version table, so fastapi-migrate does not "
-                "know which migrations it already has and will not touch it; set "
-                "MIGRATE_BASELINE to the revision its schema matches (it is stamped, then "
-                "upgraded), or stamp it yourself (fastapi-migrate stamp REV)"
+                f"know which migrations it already has and will not touch it; set "
+                f"{baseline_setting} to the revision its schema matches (it is stamped, then "
+                "upgraded), or stamp it yourself (fastapi-migrate stamp REV); if these tables "
+                "were made before the first migration (create_all, then migrations from the "
+                f"first revision on), {baseline_setting}=base adopts them and runs every "
+                "revision"
             )
         try:
             baseline_ids = resolve_target(script, baseline)
         except ConfigurationError as error:
             raise ConfigurationError(
-                str(error).replace("MIGRATE_TARGET", "MIGRATE_BASELINE")
+                str(error).replace("MIGRATE_TARGET", baseline_setting)
             ) from None
         pending = _pending(script, baseline_ids, targets)
         return MigrationPlan(
@@ -144,7 +150,7 @@ def _pending(
     script: ScriptDirectory, current: tuple[str, ...], targets: tuple[str, ...]
 ) -> tuple[str, ...]:
     """Revisions below ``targets`` not yet below ``current``, oldest first."""
-    if set(current) == set(targets):
+    if at_target(current, targets):
         return ()
     try:
         done = set(ancestry(script, current))

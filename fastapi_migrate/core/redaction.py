@@ -1,4 +1,4 @@
-"""Render URLs and messages without passwords: nothing we print may leak a credential."""
+"""Render URLs and errors without passwords: nothing we print may leak a credential."""
 
 from __future__ import annotations
 
@@ -83,3 +83,13 @@ def redact(text: str, urls: Iterable[str | URL | None]) -> str:
     for password in passwords_of(urls):
         text = text.replace(password, MASK)
     return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+
+
+def error_line(error: BaseException, urls: Iterable[str | URL | None] = ()) -> str:
+    """The first line of ``type: message``, every password of ``urls`` masked: the one way an
+    error is quoted in our messages and logs. A DBAPI error is quoted by the driver's own
+    message (SQLAlchemy's wrapper adds the statement and a link on further lines)."""
+    cause = getattr(error, "orig", None) or error
+    text = str(cause).strip()
+    line = text.splitlines()[0] if text else ""
+    return redact(f"{type(cause).__name__}: {line}" if line else type(cause).__name__, urls)

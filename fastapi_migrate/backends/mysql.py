@@ -1,0 +1,265 @@
+"""MySQL and MariaDB: ``GET_LOCK``, ``lock_wait_timeout``, half-applied revisions, copies.
+
+MySQL and MariaDB commit every DDL statement, so a migrator killed inside a revision leaves
+that revision's first statements in place while the version table still names the revision
+before it. The next start runs the revision again and its first statement fails because its
+object already exists: that combination (the first revision of this start, failing on an object
+that already exists) is recognized here, to say what happened and what to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Connection, exc, pool, text
+from sqlalchemy.engine import URL
+
+from .base import PREFIX, Backend, DatabaseServer, Failure, ServerWithAdmin, Session, SessionLock
+
+_NAMESPACE = "fastapi_migrate"
+
+
+def lock_name(database: str | None, schema: str | None, version_table: str) -> str:
+    """A stable name of at most 64 characters (MySQL's limit; names are server-wide)."""
+    base = f"{_NAMESPACE}:{database or ''}.{schema or ''}.{version_table}"
+    if len(base) <= 64:
+        return base
+    digest = hashlib.sha256(base.encode()).hexdigest()[:20]
+    return f"{_NAMESPACE}:{digest}:{version_table}"[:64]
+
+
+class NamedLock(SessionLock):
+    """``GET_LOCK(name, 0)`` on one kept autocommit session."""
+
+    def __init__(self, session: Session, name: str) -> None:
+        self.session = session
+        self.name = name
+
+    def try_acquire(self) -> bool:
+        got = self.session.run(
+            lambda c: c.execute(text("SELECT GET_LOCK(:n, 0)"), {"n": self.name}).scalar()
+        )
+        return bool(got == 1)
+
+    def release(self) -> None:
+        self.session.run(lambda c: c.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self.name}))
+
+    def holder(self) -> str:
+        row = self.session.run(
+            lambda c: c.execute(
+                text(
+                    "SELECT p.ID, p.USER, p.HOST, p.TIME FROM information_schema.PROCESSLIST p "
+                    "WHERE p.ID = IS_USED_LOCK(:n)"
+                ),
+                {"n": self.name},
+            ).first()
+        )
+        if row is None:
+            return ""
+        return f"; held by connection {row[0]} ({row[1]}@{row[2]}, busy {row[3]}s)"
+
+
+class MySQL(Backend):
+    def session_lock(
+        self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str
+    ) -> SessionLock | None:
+        assert session is not None
+        return NamedLock(session, lock_name(url.database, schema, table))
+
+    def lock_timeout_statement(self, seconds: float) -> str | None:
+        # Metadata locks (what ALTER TABLE waits for); whole seconds, at least 1.
+        if seconds <= 0:
+            return None
+        return f"SET SESSION lock_wait_timeout = {max(1, math.ceil(seconds))}"
+
+    def failure_hint(self, failure: Failure, session: Session) -> str:
+        earlier = _half_applied_earlier(failure)
+        if earlier is not None:
+            return earlier
+        if failure.revision is None and not failure.what.startswith("MIGRATE_EMPTY_DATABASE"):
+            return ""
+        return (
+            f"; MySQL/MariaDB commit each DDL statement, so {failure.what} may be "
+            "half-applied: undo or finish its statements by hand, then start again"
+        )
+
+    def test_server(self, url: URL, directory: Path) -> DatabaseServer:
+        return MysqlServer(url)
+
+
+# MySQL/MariaDB error numbers for "it is already there" (or, for a DROP, "already gone").
+_ALREADY_DONE = {
+    1050,  # ER_TABLE_EXISTS_ERROR
+    1051,  # ER_BAD_TABLE_ERROR (DROP TABLE of a table already dropped)
+    1060,  # ER_DUP_FIELDNAME
+    1061,  # ER_DUP_KEYNAME
+    1068,  # ER_MULTIPLE_PRI_KEY
+    1091,  # ER_CANT_DROP_FIELD_OR_KEY
+    1826,  # ER_FK_DUP_NAME
+}
+
+
+def _mysql_error_number(error: BaseException) -> int | None:
+    """The server's error number of a DBAPI error (SQLAlchemy wraps it in ``.orig``)."""
+    original = getattr(error, "orig", None) or error
+    args = getattr(original, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+def _half_applied_earlier(failure: Failure) -> str | None:
+    """The hint for a revision an earlier start left half-applied, or ``None``."""
+    failed = failure.revision
+    if failed is None or failed != failure.first_pending:
+        return None
+    if _mysql_error_number(failure.error) not in _ALREADY_DONE:
+        return None
+    before = failure.left_at or "no revision"
+    return (
+        f"; revision {failed} looks half-applied by an earlier start that stopped inside it "
+        "(MySQL/MariaDB commit each DDL statement, so its first statements stayed while the "
+        f"version table still says {before}): undo what it did, then start again; or finish "
+        f"its remaining statements by hand and run `fastapi-migrate stamp {failed}`"
+    )
+
+
+@dataclass
+class _MysqlTemplate:
+    """What a copy replays: the template's DDL, its seeded tables, its views and triggers."""
+
+    create_database: str
+    tables: list[str] = field(default_factory=list)
+    rows: list[tuple[str, str | None]] = field(default_factory=list)  # (table, columns)
+    views: list[str] = field(default_factory=list)
+    triggers: list[str] = field(default_factory=list)
+
+
+class MysqlServer(ServerWithAdmin):
+    """MySQL/MariaDB: replay ``SHOW CREATE TABLE`` (with foreign keys and indexes), copy the
+    rows migrations inserted, then views and triggers.
+
+    ``CREATE TABLE ... LIKE`` was measured slower and drops foreign keys; both cost a few
+    milliseconds per table, so a copy's cost follows the number of tables, not of revisions.
+    """
+
+    def __init__(self, url: URL) -> None:
+        # A fresh session per operation: ``USE`` and ``foreign_key_checks`` never leak.
+        super().__init__(url, pool.NullPool)
+        self._templates: dict[str, _MysqlTemplate] = {}
+
+    def create(self, name: str) -> str:
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {self._quote(name)}")
+        return self.url(name)
+
+    def prepare_template(self, name: str) -> None:
+        q = self._quote
+        with self._admin.connect() as conn:
+            charset, collation = conn.execute(
+                text(
+                    "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME "
+                    "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :n"
+                ),
+                {"n": name},
+            ).one()
+            found = _MysqlTemplate(f"CHARACTER SET {charset} COLLATE {collation}")
+            kinds = conn.exec_driver_sql(f"SHOW FULL TABLES FROM {q(name)}").all()
+            for table, kind in kinds:
+                if kind == "VIEW":
+                    row = conn.exec_driver_sql(f"SHOW CREATE VIEW {q(name)}.{q(table)}").one()
+                    found.views.append(row[1])
+                    continue
+                row = conn.exec_driver_sql(f"SHOW CREATE TABLE {q(name)}.{q(table)}").one()
+                found.tables.append(row[1])
+                if kind == "SEQUENCE":  # its one row is its state
+                    found.rows.append((table, None))
+                elif conn.exec_driver_sql(f"SELECT 1 FROM {q(name)}.{q(table)} LIMIT 1").first():
+                    found.rows.append((table, self._stored_columns(conn, name, table)))
+            for (trigger,) in conn.execute(
+                text(
+                    "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
+                    "WHERE TRIGGER_SCHEMA = :n ORDER BY ACTION_ORDER"
+                ),
+                {"n": name},
+            ):
+                row = conn.exec_driver_sql(f"SHOW CREATE TRIGGER {q(name)}.{q(trigger)}").one()
+                found.triggers.append(row[2])
+        self._templates[name] = found
+
+    def _stored_columns(self, conn: Connection, schema: str, table: str) -> str:
+        """Columns a row copy may write: generated ones are computed, never inserted."""
+        columns = conn.execute(
+            text(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t AND EXTRA NOT LIKE :g "
+                "ORDER BY ORDINAL_POSITION"
+            ),
+            {"s": schema, "t": table, "g": "%GENERATED%"},
+        ).scalars()
+        return ", ".join(self._quote(c) for c in columns)
+
+    def copy(self, template: str, name: str) -> str:
+        found = self._templates.get(template)
+        if found is None:
+            self.prepare_template(template)
+            found = self._templates[template]
+        q = self._quote
+        # View and trigger bodies name the template's database explicitly: point them at the copy.
+        here = (f"`{template}`.", f"`{name}`.")  # as SHOW CREATE writes it
+        with self._admin.connect() as raw:
+            conn = raw.execution_options(no_parameters=True)  # a '%' in DDL stays a '%'
+            conn.exec_driver_sql(f"CREATE DATABASE {q(name)} {found.create_database}")
+            conn.exec_driver_sql(f"USE {q(name)}")
+            conn.exec_driver_sql("SET SESSION foreign_key_checks = 0")
+            for statement in found.tables:
+                conn.exec_driver_sql(statement)
+            for table, columns in found.rows:
+                into = f"{q(name)}.{q(table)}" + (f" ({columns})" if columns else "")
+                conn.exec_driver_sql(
+                    f"INSERT INTO {into} SELECT {columns or '*'} FROM {q(template)}.{q(table)}"
+                )
+            pending = [v.replace(*here) for v in found.views]
+            for _ in range(len(pending)):  # a view may read another: retry in dependency order
+                failed = []
+                for statement in pending:
+                    try:
+                        conn.exec_driver_sql(statement)
+                    except exc.DBAPIError:
+                        failed.append(statement)
+                pending = failed
+            for statement in pending:
+                conn.exec_driver_sql(statement)  # raises the real error
+            for statement in found.triggers:
+                conn.exec_driver_sql(statement.replace(*here))
+        return self.url(name)
+
+    def drop(self, name: str) -> None:
+        with self._admin.connect() as conn:
+            # A connection a test left inside a transaction would block DROP for a year
+            # (lock_wait_timeout): end the sessions still using the database first.
+            for (session,) in conn.execute(
+                text(
+                    "SELECT ID FROM information_schema.PROCESSLIST "
+                    "WHERE DB = :n AND ID <> CONNECTION_ID()"
+                ),
+                {"n": name},
+            ):
+                with contextlib.suppress(exc.DBAPIError):  # already gone
+                    conn.exec_driver_sql(f"KILL CONNECTION {int(session)}")
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(name)}")
+        self._templates.pop(name, None)
+
+    def names(self) -> list[str]:
+        with self._admin.connect() as conn:
+            return list(
+                conn.execute(
+                    text(
+                        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA "
+                        "WHERE SCHEMA_NAME LIKE :p ORDER BY 1"
+                    ),
+                    {"p": PREFIX.replace("_", r"\_") + "%"},
+                ).scalars()
+            )

@@ -1,0 +1,259 @@
+"""PostgreSQL: a session advisory lock that is really ours, ``lock_timeout``, template copies.
+
+The lock is ``pg_try_advisory_lock`` polled on an autocommit connection (a waiter blocked in
+``pg_advisory_lock`` deadlocks with ``CREATE INDEX CONCURRENTLY``, and a role's ``lock_timeout``
+would kill it). Behind a connection pooler in transaction mode (PgBouncer ``pool_mode =
+transaction``, some cloud proxies) every statement may run on another server session: a session
+lock taken by one statement stays on a server connection that the pooler then hands to other
+clients, and two migrators can both "hold" it. So after ``pg_try_advisory_lock`` succeeds, the
+session is marked with a token of ours (a custom setting) and checked: the backend must be the
+one that took the lock, it must appear in ``pg_locks`` holding the key, and no other client's
+token may be on it. Anything else is a ``ConfigurationError``: point the URL at the server, or at
+a session pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Connection, exc, pool, text
+from sqlalchemy.engine import URL
+
+from ..core.errors import ConfigurationError
+from .base import PREFIX, Backend, DatabaseServer, Failure, ServerWithAdmin, Session, SessionLock
+
+log = logging.getLogger("fastapi_migrate")
+
+_NAMESPACE = "fastapi_migrate"
+
+
+def advisory_key(schema: str | None, version_table: str) -> int:
+    """A stable signed 64-bit key (never Python's salted ``hash()``) for the version table."""
+    digest = hashlib.sha256(f"{_NAMESPACE}:{schema or ''}.{version_table}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+OWNER_SETTING = "fastapi_migrate.lock_owner"
+
+_TRY = text(
+    "SELECT pg_try_advisory_lock(:k), pg_backend_pid(), current_setting(:s, true)"
+).bindparams(s=OWNER_SETTING)
+_MARK = text("SELECT set_config(:s, :t, false)").bindparams(s=OWNER_SETTING)
+_CHECK = text(
+    "SELECT pg_backend_pid(), current_setting(:s, true), EXISTS (SELECT 1 FROM pg_locks "
+    "WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid() "
+    "AND classid = :hi AND objid = :lo AND objsubid = 1)"
+).bindparams(s=OWNER_SETTING)
+_UNLOCK = text("SELECT pg_advisory_unlock(:k), set_config(:s, '', false)").bindparams(
+    s=OWNER_SETTING
+)
+
+
+@dataclass(frozen=True)
+class AdvisoryHold:
+    """The key, the server session (backend pid) that holds it, and our token on that session."""
+
+    key: int
+    pid: int
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def _key_parts(key: int) -> dict[str, int]:
+    """How ``pg_locks`` shows a bigint key: high and low 32 bits as ``classid`` / ``objid``."""
+    return {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF}
+
+
+def _pooled(variable: str, detail: str) -> ConfigurationError:
+    return ConfigurationError(
+        f"the migration lock would not be safe: {detail}. {variable} seems to go through a "
+        "connection pooler in transaction mode (PgBouncer pool_mode=transaction, a proxy), "
+        "where a session advisory lock leaks to other clients; point it at the PostgreSQL "
+        "server itself, or at a pool in session mode"
+    )
+
+
+def try_advisory_lock(conn: Connection, key: int, variable: str) -> AdvisoryHold | None:
+    """Take the lock if free and verify we own it; ``None`` if another session holds it."""
+    got, pid, previous = conn.execute(_TRY, {"k": key}).one()
+    if not got:
+        return None
+    hold = AdvisoryHold(key, int(pid))
+    if previous:
+        # Reentrant success on a session that another client marked: the session is shared.
+        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        raise _pooled(
+            variable,
+            f"PostgreSQL session {pid} already holds it for another client ({previous})",
+        )
+    conn.execute(_MARK, {"t": hold.token})
+    verify_owner(conn, hold, variable)
+    return hold
+
+
+def verify_owner(conn: Connection, hold: AdvisoryHold, variable: str) -> None:
+    """Raise ``ConfigurationError`` unless this statement runs on the session holding the key."""
+    pid, token, holds = conn.execute(_CHECK, _key_parts(hold.key)).one()
+    if pid != hold.pid:
+        detail = f"PostgreSQL session {hold.pid} took it, the next statement ran on {pid}"
+    elif token != hold.token or not holds:
+        detail = f"PostgreSQL session {pid} does not hold it for this client"
+    else:
+        return
+    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": hold.key})  # best effort
+    raise _pooled(variable, detail)
+
+
+def release(conn: Connection, hold: AdvisoryHold) -> None:
+    """Unlock; a lock that is already gone (its session ended) is only worth a warning."""
+    released = conn.execute(_UNLOCK, {"k": hold.key}).scalar()
+    if not released:
+        log.warning(
+            "the migration lock was no longer held by PostgreSQL session %s when released",
+            hold.pid,
+        )
+
+
+_HOLDER = text(
+    "SELECT a.pid, a.application_name, a.client_addr, a.state, now() - a.backend_start "
+    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+    "AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1"
+)
+_INVALID_INDEXES = text(
+    "SELECT n.nspname || '.' || c.relname FROM pg_index i "
+    "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE NOT i.indisvalid ORDER BY 1"
+)
+
+
+class AdvisoryLock(SessionLock):
+    """The version table's advisory lock on one kept autocommit session."""
+
+    def __init__(self, session: Session, key: int, variable: str) -> None:
+        self.session = session
+        self.key = key
+        self.variable = variable
+        self.hold: AdvisoryHold | None = None
+
+    def try_acquire(self) -> bool:
+        self.hold = self.session.run(lambda c: try_advisory_lock(c, self.key, self.variable))
+        return self.hold is not None
+
+    def release(self) -> None:
+        hold = self.hold
+        if hold is not None:
+            self.session.run(lambda c: release(c, hold))
+
+    def holder(self) -> str:
+        row = self.session.run(lambda c: c.execute(_HOLDER, _key_parts(self.key)).first())
+        if row is None:
+            return ""
+        return (
+            f"; held by PostgreSQL backend pid {row[0]} (application {row[1] or '?'}, client "
+            f"{row[2] or 'local'}, state {row[3]}, connected {row[4]})"
+        )
+
+
+class PostgreSQL(Backend):
+    def session_lock(
+        self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str
+    ) -> SessionLock | None:
+        assert session is not None
+        return AdvisoryLock(session, advisory_key(schema, table), variable)
+
+    def lock_timeout_statement(self, seconds: float) -> str | None:
+        return f"SET lock_timeout = {max(1, round(seconds * 1000))}" if seconds > 0 else None
+
+    def failure_hint(self, failure: Failure, session: Session) -> str:
+        """A failed ``CREATE INDEX CONCURRENTLY`` (in an autocommit block) leaves an INVALID
+        index that a retry trips over, or, with ``IF NOT EXISTS``, silently keeps."""
+        if not failure.autocommit_block:
+            return ""
+        try:
+            invalid = session.run(lambda c: [str(r[0]) for r in c.execute(_INVALID_INDEXES)])
+        except Exception:  # a hint is never worth a second error
+            return ""
+        if not invalid:
+            return ""
+        return (
+            f"; INVALID index(es), as a failed CREATE INDEX CONCURRENTLY leaves: "
+            f"{', '.join(invalid)} (DROP INDEX CONCURRENTLY before starting again)"
+        )
+
+    def test_server(self, url: URL, directory: Path) -> DatabaseServer:
+        return PostgresServer(url)
+
+
+class PostgresServer(ServerWithAdmin):
+    """``CREATE DATABASE ... TEMPLATE``: PostgreSQL copies the files, whatever the schema."""
+
+    def __init__(self, url: URL) -> None:
+        super().__init__(url, pool.QueuePool)  # one admin session kept for the whole run
+
+    def create(self, name: str) -> str:
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {self._quote(name)}")
+        return self.url(name)
+
+    def prepare_template(self, name: str) -> None:
+        # PostgreSQL refuses to copy a database anyone is connected to: lock the door, then end
+        # whatever a migration's env.py may have left connected.
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f"ALTER DATABASE {self._quote(name)} WITH ALLOW_CONNECTIONS false")
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+
+    def copy(self, template: str, name: str) -> str:
+        with self._admin.connect() as conn:
+            try:
+                conn.exec_driver_sql(
+                    f"CREATE DATABASE {self._quote(name)} TEMPLATE {self._quote(template)}"
+                )
+            except exc.OperationalError as error:
+                if "being accessed by other users" not in str(error):
+                    raise
+                raise ConfigurationError(
+                    f"PostgreSQL cannot copy the template database {template}: a connection is "
+                    f"still open on it ({self._sessions_on(conn, template)})"
+                ) from None
+        return self.url(name)
+
+    @staticmethod
+    def _sessions_on(conn: Connection, name: str) -> str:
+        rows = conn.execute(
+            text("SELECT pid, application_name, state FROM pg_stat_activity WHERE datname = :name"),
+            {"name": name},
+        ).all()
+        return ", ".join(f"pid {r[0]} {r[1]!r} {r[2]}" for r in rows) or "it closed since"
+
+    def drop(self, name: str) -> None:
+        with self._admin.connect() as conn:
+            if (conn.dialect.server_version_info or (0,)) >= (13,):
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(name)} WITH (FORCE)")
+                return
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"
+                ),
+                {"name": name},
+            )
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(name)}")
+
+    def names(self) -> list[str]:
+        with self._admin.connect() as conn:
+            return list(
+                conn.execute(
+                    text("SELECT datname FROM pg_database WHERE datname LIKE :p ORDER BY 1"),
+                    {"p": PREFIX.replace("_", r"\_") + "%"},
+                ).scalars()
+            )

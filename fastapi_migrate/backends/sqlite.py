@@ -1,0 +1,196 @@
+"""SQLite: an OS file lock beside the database, transactional DDL, backups, file copies.
+
+Python's sqlite3 does not emit ``BEGIN`` before DDL in its legacy mode, so Alembic assumes
+SQLite DDL is not transactional and a failed revision leaves its tables behind. Our engines get
+SQLAlchemy's documented fix (``isolation_level=None`` and a ``begin`` event that emits ``BEGIN``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine import URL
+
+from ..core.errors import ConfigurationError
+from .base import PREFIX, Backend, DatabaseServer, Session, SessionLock
+
+
+def enable_transactions(engine: Engine) -> None:
+    """Make pysqlite emit BEGIN, so a failed revision's DDL rolls back (SQLAlchemy's recipe)."""
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _emit_begin(connection: Connection) -> None:
+        # Not under AUTOCOMMIT (Alembic's autocommit_block): VACUUM and friends refuse a BEGIN.
+        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            connection.exec_driver_sql("BEGIN")
+
+
+def database_file(url: URL) -> Path | None:
+    """The database's file; None for in-memory databases."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    if url.query.get("mode") == "memory":
+        return None
+    path = database[5:] if database.startswith("file:") else database
+    return Path(path.split("?", 1)[0])
+
+
+def lock_path(url: URL) -> Path | None:
+    """The lock file beside a SQLite database file; None for in-memory databases."""
+    found = database_file(url)
+    if found is None:
+        return None
+    return found.resolve().with_name(found.name + ".migrate-lock")
+
+
+class FileLock(SessionLock):
+    """``flock`` on a file beside the database: dies with the process, like a session lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.handle = open(path, "a+")  # noqa: SIM115 - held open until close()
+
+    def try_acquire(self) -> bool:
+        try:
+            fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self.handle.seek(0)
+        self.handle.truncate(0)
+        self.handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        self.handle.flush()
+        return True
+
+    def release(self) -> None:
+        self.handle.truncate(0)
+        fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+
+    def holder(self) -> str:
+        self.handle.seek(0)
+        owner = self.handle.read().strip()
+        return (
+            f"; held by {owner} (lock file {self.path})" if owner else f" (lock file {self.path})"
+        )
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class SQLite(Backend):
+    lock_needs_connection = False
+    connect_errors_are_permanent = True  # a file that cannot be opened will not open later
+    # ALTER TABLE through batch mode; and our connections emit BEGIN, so DDL is transactional.
+    environment_options: ClassVar[dict[str, Any]] = {
+        "render_as_batch": True,
+        "transactional_ddl": True,
+    }
+
+    def engine_created(self, engine: Engine) -> None:
+        enable_transactions(engine)
+
+    def session_lock(
+        self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str
+    ) -> SessionLock | None:
+        path = lock_path(url)
+        return FileLock(path) if path is not None else None
+
+    def backup(self, url: URL, backup_dir: Path, label: str) -> Path | None:
+        return backup_file(url.database or "", backup_dir, label)
+
+    def test_server(self, url: URL, directory: Path) -> DatabaseServer:
+        return SqliteServer(directory, url.drivername)
+
+
+def _has_tables(connection: sqlite3.Connection) -> bool:
+    row = connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()
+    return bool(row and row[0])
+
+
+def backup_file(database: str, backup_dir: Path, label: str) -> Path | None:
+    """Copy ``database`` into ``backup_dir`` with SQLite's online backup API.
+
+    The backup API copies a consistent snapshot even while other connections write (a plain
+    file copy can catch a half-written page or miss the WAL). Returns the backup's path, or
+    ``None`` when there is nothing to keep: an in-memory, missing or table-less database. A
+    backup that cannot be made stops the migration: no DDL runs without it.
+    """
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    source_path = Path(database)
+    if not source_path.is_file():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = backup_dir / f"{source_path.stem}-{label}-{stamp}{source_path.suffix or '.sqlite'}"
+    try:
+        source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            if not _has_tables(source):
+                return None
+            backup_dir.mkdir(parents=True, exist_ok=True)
+            destination = sqlite3.connect(str(target))
+            try:
+                source.backup(destination)
+            finally:
+                destination.close()
+        finally:
+            source.close()
+    except (OSError, sqlite3.Error) as error:
+        raise ConfigurationError(
+            f"MIGRATE_BACKUP_DIR: could not back up {source_path} to {target} ({error}); "
+            "nothing was migrated"
+        ) from None
+    return target
+
+
+class SqliteServer(DatabaseServer):
+    """SQLite files in one directory; a copy is a file copy."""
+
+    slow_drop = False
+
+    def __init__(self, directory: Path, drivername: str = "sqlite") -> None:
+        self.directory = directory
+        self.drivername = drivername
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: str) -> Path:
+        return self.directory / f"{name}.sqlite"
+
+    def url(self, name: str) -> str:
+        return f"{self.drivername}:///{self.path(name)}"
+
+    def create(self, name: str) -> str:
+        self.path(name).touch()  # an empty file is an empty SQLite database
+        return self.url(name)
+
+    def prepare_template(self, name: str) -> None:
+        # A WAL-mode template keeps recent pages in its -wal file: fold them into the main file,
+        # so copying that one file copies everything.
+        connection = sqlite3.connect(self.path(name))
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            connection.close()
+
+    def copy(self, template: str, name: str) -> str:
+        shutil.copyfile(self.path(template), self.path(name))
+        return self.url(name)
+
+    def drop(self, name: str) -> None:
+        main = self.path(name)
+        for suffix in ("", "-wal", "-shm", "-journal", ".migrate-lock"):
+            main.with_name(main.name + suffix).unlink(missing_ok=True)
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.directory.glob(f"{PREFIX}*.sqlite"))

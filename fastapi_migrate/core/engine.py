@@ -1,0 +1,472 @@
+"""``migrate``: bring the database to the target revision, safely, once per start.
+
+One path for every mode and for one tree or many (a start without ``MIGRATE_TREES`` is a list
+of one tree):
+
+    settings -> the state of every tree -> fast no-op -> lock -> read again -> plan each tree
+    (pure) -> execute -> result
+
+1. **Fast no-op.** Each tree's target is read from its revision files' text (``glue.heads``);
+   one connection reads every version table. At the target: done, no revision file executed.
+2. **Check and wait** never take the lock: they plan every tree, then fail (``check``) or poll
+   until another process has brought every tree to its target (``wait``), retrying failed reads.
+3. **Upgrade** takes the lock. A process that waits for it stops waiting as soon as the
+   database reaches the target (another process migrated): one query per attempt. Once the
+   lock is held the state is read again, every tree is planned before any runs (a tree that
+   needs a human stops the start before anything is touched), then each plan is applied in
+   order and checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
+
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, MetaData
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..backends.database import Database, DedicatedConnection
+from ..backends.ddl_session import ddl_lock_timeout
+from ..glue.config import alembic_config, load_scripts
+from ..glue.heads import script_heads
+from ..glue.run import run_on_connection, run_upgrade, stamp
+from .errors import (
+    LockTimeout,
+    MigrationError,
+    MigrationFailed,
+    PendingMigrations,
+    UnversionedDatabase,
+)
+from .failure import migration_failed, redacted_cause
+from .lock import WaitEnded, migration_lock
+from .metadata import require_tables, resolve_metadata
+from .plan import MigrationPlan, format_revisions, plan_migration, resolve_target
+from .redaction import error_line
+from .result import MigrationResult, ResultAction
+from .retry import poll
+from .settings import MigrateSettings
+from .version_table import VersionTable, at_target, read_states
+
+log = logging.getLogger("fastapi_migrate")
+
+T = TypeVar("T")
+
+
+class Runs(Protocol):
+    """Runs a function on a connection: ``Database.run`` (a new one), or ``Start.read``."""
+
+    def __call__(self, fn: Callable[[Connection], T]) -> T: ...
+
+
+def migrate(
+    settings: MigrateSettings | None = None, *, metadata: MetaData | None = None
+) -> MigrationResult:
+    """Run the startup logic of the settings' ``mode``; log and return what happened."""
+    settings = settings if settings is not None else MigrateSettings()
+    if settings.mode == "off":
+        result = MigrationResult("skipped", None, None, [], 0.0)
+    else:
+        metadata = resolve_metadata(metadata, settings.metadata)
+        if settings.empty_database == "create_all":
+            require_tables(metadata)
+        with Start(settings, metadata) as start:
+            result = start.run()
+    log.info(result.summary())
+    return result
+
+
+def migration_database(settings: MigrateSettings) -> Database:
+    """The database a start works on: ``DATABASE_URL`` in the modes that never run DDL."""
+    read_only = settings.mode in ("wait", "check")
+    url = settings.database_url if read_only else settings.ddl_url
+    assert url is not None  # MigrateSettings refuses a missing URL unless mode is off
+    variable = (
+        "DATABASE_URL" if read_only or not settings.migrate_database_url else "MIGRATE_DATABASE_URL"
+    )
+    return Database(url, variable=variable, connect_timeout=settings.connect_timeout)
+
+
+@dataclass
+class Tree:
+    """One tree of this start: its name (None without ``MIGRATE_TREES``), its settings, its
+    Alembic config and, once loaded, its scripts."""
+
+    name: str | None
+    settings: MigrateSettings
+    cfg: Config
+    script: ScriptDirectory | None = None
+    heads_read_from: str | None = None  # "cache" or "text", for the debug log
+
+    @property
+    def table(self) -> VersionTable:
+        return VersionTable(self.settings.version_table, self.settings.version_table_schema)
+
+    @contextmanager
+    def named(self) -> Iterator[None]:
+        """Errors raised in the block name the tree they come from (when there are several)."""
+        if self.name is None:
+            yield
+            return
+        try:
+            yield
+        except MigrationFailed as error:
+            raise MigrationFailed(
+                f"migration tree {self.name!r}: {error}",
+                revision=error.revision,
+                current_revision=error.current_revision,
+            ) from error.__cause__
+        except MigrationError as error:
+            raise type(error)(f"migration tree {self.name!r}: {error}") from error.__cause__
+
+    def scripts(self) -> ScriptDirectory:
+        if self.script is None:
+            with self.named():
+                self.script = load_scripts(self.cfg)
+        return self.script
+
+    def target_from_text(self) -> tuple[str, ...] | None:
+        """The target's revisions, read without executing a revision file; None if unsure."""
+        heads = script_heads(self.cfg)
+        self.heads_read_from = heads.source if heads is not None else None
+        return heads.target(self.settings.target) if heads is not None else None
+
+    def target(self) -> tuple[str, ...]:
+        """The target's revisions, from the text when it can be trusted, else from Alembic."""
+        found = self.target_from_text()
+        if found is not None:
+            return found
+        with self.named():
+            return resolve_target(self.scripts(), self.settings.target)
+
+
+class Start:
+    """One start: the trees, the database, and the connection kept for repeated reads."""
+
+    def __init__(self, settings: MigrateSettings, metadata: MetaData | None) -> None:
+        self.settings = settings
+        self.metadata = metadata
+        self.started = time.monotonic()
+        self.trees = [
+            Tree(name, narrowed, alembic_config(narrowed, metadata=metadata))
+            for name, narrowed in settings.each_tree()
+        ]
+        self.db = migration_database(settings)
+        self._reader: DedicatedConnection | None = None
+
+    def __enter__(self) -> Start:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._drop_reader()
+        self.db.dispose()
+
+    # -- the path -------------------------------------------------------------------------
+
+    def run(self) -> MigrationResult:
+        fast, reachable, wanted = self.fast_noop()
+        if fast is not None:
+            return fast
+        if not reachable:
+            self.db.wait_until_reachable(self.settings.connect_timeout)
+        if self.settings.mode == "upgrade":
+            return self.upgrade(wanted)
+        plans = self.plans(self.db.run)
+        if all(plan.action == "noop" for plan in plans):
+            return self.finish(self.results(plans, "noop"))
+        if self.settings.mode == "check":
+            raise PendingMigrations(f"{self.behind(plans)}; MIGRATE_MODE=check never migrates")
+        return self.wait(plans)
+
+    def fast_noop(self) -> tuple[MigrationResult | None, bool, list[tuple[str, ...]] | None]:
+        """The ``noop`` when every tree is at its target (else None, "don't know"); whether
+        the database answered; every tree's target when known without loading the scripts."""
+        reachable = False
+        wanted: list[tuple[str, ...]] | None = None
+        try:
+            targets = [tree.target_from_text() for tree in self.trees]
+            if any(not target for target in targets):
+                return None, False, None
+            wanted = [target for target in targets if target]
+            # One SELECT per tree needs no transaction: autocommit spares BEGIN and COMMIT.
+            with self.db.connection(autocommit=True) as connection:
+                reachable = True
+                found = self.noop_if_at(connection.run, wanted)
+        except (SQLAlchemyError, OSError) as error:
+            log.debug("no-op check: %s, loading the scripts", type(error).__name__)
+            return None, reachable, wanted
+        except Exception as error:  # the fast path only ever says "noop" or "don't know"
+            log.debug("no-op check failed (%s), loading the scripts", error_line(error))
+            return None, reachable, wanted
+        if found is not None:
+            log.debug(
+                "no-op start: database at %s, the target; heads from the %s of the revision "
+                "files, none executed",
+                found.to_revision,
+                "+".join(sorted({str(tree.heads_read_from) for tree in self.trees})),
+            )
+        return found, reachable, wanted
+
+    def upgrade(self, wanted: list[tuple[str, ...]] | None) -> MigrationResult:
+        """Under the lock: read again, plan every tree, apply the plans."""
+        targets = wanted if wanted is not None else [tree.target() for tree in self.trees]
+        reached: list[MigrationResult] = []
+
+        def migrated_meanwhile() -> bool:
+            try:
+                found = self.noop_if_at(self.read, targets)
+            except (SQLAlchemyError, OSError):
+                return False  # no version table yet, or no connection: not known to be there
+            reached[:] = [found] if found is not None else []
+            return found is not None
+
+        s = self.settings
+        try:
+            with migration_lock(
+                self.db,
+                version_table=s.version_table,
+                version_table_schema=s.version_table_schema,
+                timeout=s.lock_timeout,
+                enabled=s.lock,
+                ends_when=migrated_meanwhile,
+            ):
+                # Whoever held the lock has usually just migrated: one query says so.
+                if migrated_meanwhile():
+                    return reached[0]
+                plans = self.plans(self.db.run)
+                if all(plan.action == "noop" for plan in plans):
+                    return self.finish(self.results(plans, "noop"))
+                return self.execute(plans)
+        except WaitEnded:
+            return reached[0]
+
+    def wait(self, first: list[MigrationPlan]) -> MigrationResult:
+        """``MIGRATE_MODE=wait``: poll, never writing, until another process has brought every
+        tree to its target; failed reads (a busy SQLite file, a restarting server) are retried."""
+        timeout = self.settings.lock_timeout
+        log.info("MIGRATE_MODE=wait: %s; waiting up to %gs", self.behind(first), timeout)
+        latest = [first]
+        problem = [""]
+
+        def attempt() -> list[MigrationPlan] | None:
+            try:
+                plans = self.plans(self.read)
+            except UnversionedDatabase:
+                return None  # a release job with a baseline may adopt it yet
+            except (SQLAlchemyError, OSError) as error:
+                problem[0] = f"; last read failed: {error_line(error, [self.db.url])}"
+                log.debug("MIGRATE_MODE=wait: reading the database failed, retrying%s", problem[0])
+                return None
+            latest[0], problem[0] = plans, ""
+            return plans if all(plan.action == "noop" for plan in plans) else None
+
+        def timed_out() -> LockTimeout:
+            return LockTimeout(
+                f"MIGRATE_MODE=wait: {self.behind(latest[0])}, after {timeout:g}s "
+                "(MIGRATE_LOCK_TIMEOUT); run the migration (fastapi-migrate upgrade) or start "
+                f"one app with MIGRATE_MODE=upgrade{problem[0]}"
+            )
+
+        poll(attempt, timeout, timed_out)
+        return self.finish(
+            {
+                tree.name: _tree_result(plan, "noop" if plan.action == "noop" else "waited")
+                for tree, plan in zip(self.trees, first, strict=True)
+            }
+        )
+
+    # -- reading ------------------------------------------------------------------------
+
+    def read(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` on the connection kept for repeated reads (opened at the first one, after the
+        lock's; dropped when a read fails, so the next opens a new one)."""
+        if self._reader is None:
+            self._reader = self.db.connection(autocommit=True).__enter__()
+        try:
+            return self._reader.run(fn)
+        except (SQLAlchemyError, OSError):
+            self._drop_reader()
+            raise
+
+    def _drop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            with suppress(Exception):  # it may be the connection that just failed
+                reader.close()
+
+    def noop_if_at(self, run: Runs, wanted: list[tuple[str, ...]]) -> MigrationResult | None:
+        """The ``noop`` if every version table holds exactly its tree's target revisions; one
+        query per tree. Raises when a version table is missing ("don't know")."""
+        current = run(lambda c: [tree.table.read(c) for tree in self.trees])
+        if not all(at_target(now, want) for now, want in zip(current, wanted, strict=True)):
+            return None
+        return self.finish(
+            {
+                tree.name: MigrationResult("noop", format_revisions(now), format_revisions(now))
+                for tree, now in zip(self.trees, current, strict=True)
+            }
+        )
+
+    def plans(self, run: Runs) -> list[MigrationPlan]:
+        """Every tree's plan, or the first tree's error, before anything runs."""
+        tables = [tree.table for tree in self.trees]
+        adoptable = [tree.settings.baseline is not None for tree in self.trees]
+        states = run(lambda c: read_states(c, tables, adoptable=adoptable))
+        plans = []
+        for tree, state in zip(self.trees, states, strict=True):
+            with tree.named():
+                plans.append(
+                    plan_migration(
+                        state,
+                        tree.scripts(),
+                        target=tree.settings.target,
+                        empty_database=self.settings.empty_database,
+                        baseline=tree.settings.baseline,
+                        unknown_revision=self.settings.unknown_revision,
+                        baseline_setting="MIGRATE_BASELINE"
+                        if tree.name is None
+                        else 'the tree\'s "baseline" in MIGRATE_TREES',
+                    )
+                )
+        return plans
+
+    def behind(self, plans: list[MigrationPlan]) -> str:
+        """Which trees are not at their target, for the check and wait messages."""
+        return "; ".join(
+            ("" if tree.name is None else f"migration tree {tree.name!r}: ")
+            + f"the database is at {plan.from_revision or 'no revision'}, not at "
+            f"{tree.settings.target} ({plan.to_revision}): {len(plan.pending)} migration(s) "
+            f"pending ({', '.join(plan.pending)})"
+            for tree, plan in zip(self.trees, plans, strict=True)
+            if plan.action != "noop"
+        )
+
+    # -- executing ----------------------------------------------------------------------
+
+    def execute(self, plans: list[MigrationPlan]) -> MigrationResult:
+        """Apply each tree's plan in order, under the lock."""
+        self.back_up(plans)
+        results: dict[str | None, MigrationResult] = {}
+        for tree, plan in zip(self.trees, plans, strict=True):
+            if plan.action == "noop":
+                results[tree.name] = _tree_result(plan, "noop")
+                continue
+            began = time.monotonic()
+            try:
+                with tree.named():
+                    applied = self.apply(tree, plan)
+            except MigrationFailed as error:
+                done = [f"{name} ({r.action})" for name, r in results.items() if r.action != "noop"]
+                if not done:
+                    raise
+                raise MigrationFailed(
+                    f"{error}; migrated before it: {', '.join(done)}",
+                    revision=error.revision,
+                    current_revision=error.current_revision,
+                ) from error.__cause__
+            results[tree.name] = _tree_result(plan, plan.action, applied, began)
+            if tree.name is not None:
+                log.debug("migration tree %s: %s", tree.name, results[tree.name].summary())
+        return self.finish(results)
+
+    def back_up(self, plans: list[MigrationPlan]) -> None:
+        """One backup (``MIGRATE_BACKUP_DIR``, where the database is a file) before any DDL."""
+        if self.settings.backup_dir is None:
+            return
+        first = next(plan for plan in plans if plan.action != "noop")
+        label = (first.from_revision or "empty").replace(",", "+")
+        backup = self.db.backend.backup(self.db.url, self.settings.backup_dir, label)
+        if backup is not None:
+            log.info("backed up %s to %s before migrating", self.db.url.database, backup)
+
+    def apply(self, tree: Tree, plan: MigrationPlan) -> list[str]:
+        """Apply one tree's plan; any failure becomes ``MigrationFailed``."""
+        s = tree.settings
+        script = tree.scripts()
+        applied: list[str] = []
+
+        def applied_one(revision: str, seconds: float) -> None:
+            applied.append(revision)
+            log.debug("applied revision %s in %.3fs", revision, seconds)
+
+        def create_all(connection: Connection) -> None:
+            # Tables from the models and the version stamp, in one transaction where DDL allows.
+            require_tables(self.metadata).create_all(connection)
+            stamp(connection, script, s, s.target)
+
+        try:
+            with ddl_lock_timeout(s.ddl_lock_timeout), self.db.connection() as connection:
+                if plan.baseline is not None:
+                    baseline = plan.baseline
+                    connection.run(lambda c: stamp(c, script, s, baseline))
+                    log.info("stamped unversioned database at baseline %s", baseline)
+                if plan.create_all:
+                    connection.run(create_all)
+                    applied.extend(plan.pending)
+                else:
+                    run_on_connection(
+                        s,
+                        connection,
+                        lambda cfg: run_upgrade(cfg, script, s, s.target, applied_one),
+                        self.metadata,
+                    )
+            self.verify(tree, plan)
+        except MigrationError:
+            raise
+        except Exception as error:
+            failure = migration_failed(self.db, s, script, plan, applied, error)
+            raise failure from redacted_cause(self.db, error)
+        return applied
+
+    def verify(self, tree: Tree, plan: MigrationPlan) -> None:
+        """``env.py`` may ignore the URL it is given: check that the database really moved."""
+        now = self.db.run(tree.table.read_if_present)
+        if not at_target(now, plan.target_revisions):
+            raise MigrationFailed(
+                f"env.py finished, but the database is at {format_revisions(now) or 'no revision'}"
+                f", not {plan.to_revision}: does env.py use the URL and connection "
+                "fastapi-migrate gives it (config.attributes['connection'], sqlalchemy.url)?",
+                revision=None,
+                current_revision=format_revisions(now),
+            )
+
+    # -- results ------------------------------------------------------------------------
+
+    def results(
+        self, plans: list[MigrationPlan], action: ResultAction
+    ) -> dict[str | None, MigrationResult]:
+        return {
+            tree.name: _tree_result(plan, action)
+            for tree, plan in zip(self.trees, plans, strict=True)
+        }
+
+    def finish(self, results: dict[str | None, MigrationResult]) -> MigrationResult:
+        """The start's result: the one tree's own, or one for all trees: the first action other
+        than ``noop``, every tree's revisions joined by commas (as Alembic shows several heads),
+        every applied revision in order."""
+        seconds = round(time.monotonic() - self.started, 4)
+        if None in results:
+            return replace(results[None], seconds=seconds)
+        values = list(results.values())
+        action: ResultAction = next((r.action for r in values if r.action != "noop"), "noop")
+        return MigrationResult(
+            action,
+            ",".join(r.from_revision for r in values if r.from_revision) or None,
+            ",".join(r.to_revision for r in values if r.to_revision) or None,
+            [revision for r in values for revision in r.applied],
+            seconds,
+            trees={str(name): r for name, r in results.items()},
+        )
+
+
+def _tree_result(
+    plan: MigrationPlan, action: ResultAction, applied: list[str] | None = None, began: float = 0.0
+) -> MigrationResult:
+    to_revision = plan.from_revision if action == "noop" else plan.to_revision
+    seconds = round(time.monotonic() - began, 4) if began else 0.0
+    return MigrationResult(action, plan.from_revision, to_revision, applied or [], seconds)

@@ -1,0 +1,107 @@
+"""``migration_failed``: the one message of a failed migration, and what to do about it.
+
+It says which revision failed (read from the traceback, else the first one not applied), where
+the database was left, and the hints that apply: a DDL lock timeout, a missing privilege,
+statements of an ``autocommit_block()`` that stayed applied, and what the database itself adds
+(``Backend.failure_hint``: MySQL's half-applied revisions, PostgreSQL's INVALID indexes).
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+
+from ..backends.base import Failure
+from ..backends.database import Database
+from ..glue.run import failed_revision
+from .errors import MigrationFailed
+from .plan import MigrationPlan, format_revisions
+from .redaction import error_line
+from .settings import MigrateSettings
+from .version_table import VersionTable
+
+_TIMEOUT_MARKERS = ("lock timeout", "lock wait timeout exceeded")
+_PRIVILEGE_MARKERS = ("permission denied", "command denied", "must be owner")
+
+
+def migration_failed(
+    db: Database,
+    settings: MigrateSettings,
+    script: ScriptDirectory,
+    plan: MigrationPlan,
+    applied: list[str],
+    error: BaseException,
+) -> MigrationFailed:
+    """The ``MigrationFailed`` for ``error``, raised while applying ``plan``."""
+    failed = None if plan.create_all else failed_revision(error, script, plan.pending)
+    if failed is None and not plan.create_all and len(applied) < len(plan.pending):
+        failed = plan.pending[len(applied)]
+    what = "MIGRATE_EMPTY_DATABASE=create_all" if plan.create_all else f"revision {failed or '?'}"
+    table = VersionTable(settings.version_table, settings.version_table_schema)
+    try:
+        left = format_revisions(db.run(table.read_if_present))
+        where = f"the database is left at {left or 'no revision'}"
+    except Exception:
+        left = None
+        where = "the database could not be read afterwards"
+    uses_autocommit = failed is not None and "autocommit_block" in _source(script, failed)
+    failure = Failure(
+        error=error,
+        what=what,
+        revision=failed,
+        first_pending=plan.pending[0] if plan.pending else None,
+        left_at=left,
+        autocommit_block=uses_autocommit,
+    )
+    hint = _lock_or_privilege_hint(error, settings)
+    if uses_autocommit:
+        hint += (
+            "; its autocommit_block() statements ran outside the migration's transaction, so "
+            "those that ran before the failure stay applied: undo them, or make them idempotent "
+            "(e.g. ADD VALUE IF NOT EXISTS), before starting again"
+        )
+    hint += db.backend.failure_hint(failure, db)
+    return MigrationFailed(
+        f"{what} failed: {error_line(error, [db.url])}; {where}{hint}",
+        revision=failed,
+        current_revision=left,
+    )
+
+
+def _lock_or_privilege_hint(error: BaseException, settings: MigrateSettings) -> str:
+    """What to do about a revision that failed for a table lock or a privilege; else empty."""
+    text = str(error).lower()
+    if settings.ddl_lock_timeout > 0 and any(m in text for m in _TIMEOUT_MARKERS):
+        return (
+            f"; it waited more than {settings.ddl_lock_timeout:g}s (MIGRATE_DDL_LOCK_TIMEOUT) "
+            "for a table lock held by another transaction (see pg_stat_activity or SHOW "
+            "PROCESSLIST): start again once that transaction ends, or raise the timeout"
+        )
+    if any(m in text for m in _PRIVILEGE_MARKERS):
+        if settings.migrate_database_url:
+            return "; the role of MIGRATE_DATABASE_URL lacks a privilege this revision needs"
+        return (
+            "; the role of DATABASE_URL may not run DDL: set MIGRATE_DATABASE_URL to the URL "
+            "of a role that owns the schema (the app keeps DATABASE_URL for its queries)"
+        )
+    return ""
+
+
+def _source(script: ScriptDirectory, revision: str) -> str:
+    try:
+        found = script.get_revision(revision)
+        return Path(found.path).read_text() if found is not None and found.path else ""
+    except Exception:  # a hint is never worth a second error
+        return ""
+
+
+def redacted_cause(db: Database, error: BaseException) -> BaseException:
+    """``error`` if its printed traceback shows no password, else a redacted stand-in for it
+    with the same frames (uvicorn prints the whole chain of a failed startup)."""
+    printed = "".join(traceback.format_exception(error))
+    if db.redact(printed) == printed:
+        return error
+    stand_in = RuntimeError(db.redact(f"{type(error).__name__}: {error}"))
+    return stand_in.with_traceback(error.__traceback__)

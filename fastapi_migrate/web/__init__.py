@@ -1,0 +1,1 @@
+"""The FastAPI adapter: the lifespan that migrates before serving, and the readiness route."""
