@@ -33,8 +33,7 @@ from alembic.config import Config
 
 from bench._common import machine, median_ms, table, write_history
 from fastapi_migrate import MigrateSettings
-from fastapi_migrate.testing.janitor import database_server
-from fastapi_migrate.testing.janitor import Janitor
+from fastapi_migrate.testing.janitor import Janitor, database_server
 from tests.support import MARIADB_SERVER, PG_SERVER, server_problem
 
 SERVERS = {"sqlite": None, "postgresql": PG_SERVER, "mariadb": MARIADB_SERVER}

@@ -15,7 +15,7 @@ the call), at 50, 200 and 1000 revisions, with and without bytecode caching:
 Run: ``python bench/bench_noop_restart.py [--repeat 9] [--sizes 50,200,1000] [--backend
 sqlite|postgresql]``. Every revision folder is older than two seconds before the first start,
 as after a deploy: fastapi-migrate caches nothing for files changed within the last two
-seconds (see fastapi_migrate/fast_path.py).
+seconds (see fastapi_migrate/glue/heads.py).
 """
 
 from __future__ import annotations

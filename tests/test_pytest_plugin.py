@@ -13,8 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from fastapi_migrate.backends.base import DatabaseServer
-from fastapi_migrate.testing.janitor import database_server
-from fastapi_migrate.testing.janitor import Janitor, host_tag, is_stale
+from fastapi_migrate.testing.janitor import Janitor, database_server, host_tag, is_stale
 
 from .conftest import require_backend
 from .support import MARIADB_SERVER, PG_SERVER, add_revision, write_migrations

@@ -18,9 +18,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fastapi_migrate import ConfigurationError, MigrateSettings, migrate, migrate_on_startup
-from fastapi_migrate.backends.postgresql import try_advisory_lock, verify_owner
 from fastapi_migrate.backends.mysql import lock_name
-from fastapi_migrate.backends.postgresql import advisory_key
+from fastapi_migrate.backends.postgresql import advisory_key, try_advisory_lock, verify_owner
 
 from .conftest import skip_unless_ci
 from .reliability_helpers import (

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from fastapi_migrate.testing.janitor import database_server
 from fastapi_migrate.testing import (
     assert_models_match_migrations,
     assert_single_head,
     assert_upgrade_downgrade_roundtrip,
 )
+from fastapi_migrate.testing.janitor import database_server
 
 from .conftest import require_backend
 from .support import PG_SERVER, add_revision, current_revisions, table_names, write_migrations

@@ -72,6 +72,8 @@ class Backend:
     """Whether the lock lives on a server session (else: a file, no connection)."""
     connect_errors_are_permanent = False
     """Whether a failed connection is final (no server that may come up later)."""
+    connecting_is_cheap = False
+    """Whether a new connection costs next to nothing (a file), so none is worth pooling."""
     environment_options: ClassVar[dict[str, Any]] = {}
     """What the ``env.py`` helper passes to ``context.configure`` on this database."""
 
@@ -98,6 +100,10 @@ class Backend:
     def failure_hint(self, failure: Failure, session: Session) -> str:
         """What this database adds to a failed migration's message ("; ..."), or ""."""
         return ""
+
+    def database_file(self, url: URL) -> Path | None:
+        """The file the database lives in, where it is one (connecting may create it)."""
+        return None
 
     def backup(self, url: URL, backup_dir: Path, label: str) -> Path | None:
         """A copy of the database made before any DDL, where it is a file; None elsewhere."""

@@ -36,7 +36,7 @@ def enable_transactions(engine: Engine) -> None:
             connection.exec_driver_sql("BEGIN")
 
 
-def database_file(url: URL) -> Path | None:
+def file_of(url: URL) -> Path | None:
     """The database's file; None for in-memory databases."""
     database = url.database
     if not database or database == ":memory:" or database.startswith("file::memory:"):
@@ -49,7 +49,7 @@ def database_file(url: URL) -> Path | None:
 
 def lock_path(url: URL) -> Path | None:
     """The lock file beside a SQLite database file; None for in-memory databases."""
-    found = database_file(url)
+    found = file_of(url)
     if found is None:
         return None
     return found.resolve().with_name(found.name + ".migrate-lock")
@@ -90,6 +90,7 @@ class FileLock(SessionLock):
 
 class SQLite(Backend):
     lock_needs_connection = False
+    connecting_is_cheap = True
     connect_errors_are_permanent = True  # a file that cannot be opened will not open later
     # ALTER TABLE through batch mode; and our connections emit BEGIN, so DDL is transactional.
     environment_options: ClassVar[dict[str, Any]] = {
@@ -106,8 +107,12 @@ class SQLite(Backend):
         path = lock_path(url)
         return FileLock(path) if path is not None else None
 
+    def database_file(self, url: URL) -> Path | None:
+        return file_of(url)
+
     def backup(self, url: URL, backup_dir: Path, label: str) -> Path | None:
-        return backup_file(url.database or "", backup_dir, label)
+        found = file_of(url)
+        return backup_file(str(found), backup_dir, label) if found is not None else None
 
     def test_server(self, url: URL, directory: Path) -> DatabaseServer:
         return SqliteServer(directory, url.drivername)

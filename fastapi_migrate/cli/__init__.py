@@ -17,7 +17,7 @@ from importlib.metadata import PackageNotFoundError, version
 from alembic.util import CommandError
 
 from ..core.errors import ConfigurationError, MigrationError
-from ..core.redaction import redact
+from ..core.redaction import error_line, redact
 from .commands import COMMANDS, Invocation
 
 PROG = "fastapi-migrate"
@@ -117,15 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     except MigrationError as error:
         return _fail(invocation, 1, " ".join(str(error).split()), error)
     except CommandError as error:  # Alembic: unknown revision, not a valid target...
-        return _fail(invocation, 1, _first_line(error), error)
+        return _fail(invocation, 1, error_line(error).removeprefix("CommandError: "), error)
     except Exception as error:
-        message = f"{args.command} failed: {type(error).__name__}: {_first_line(error)}"
+        message = f"{args.command} failed: {error_line(error)}"
         return _fail(invocation, 1, message, error, unexpected=True)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _fail(

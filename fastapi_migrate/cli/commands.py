@@ -27,6 +27,7 @@ from alembic.script.revision import ResolutionError
 from alembic.util import CommandError
 from sqlalchemy import MetaData
 
+from ..backends import backend_for
 from ..backends.database import Database
 from ..backends.drivers import parse_url
 from ..core.engine import Start, migrate
@@ -128,19 +129,17 @@ def table_of(settings: MigrateSettings) -> VersionTable:
     return VersionTable(settings.version_table, settings.version_table_schema)
 
 
-def missing_sqlite_file(settings: MigrateSettings) -> Path | None:
-    """A SQLite file that does not exist yet: connecting to read it would create it."""
+def missing_database_file(settings: MigrateSettings) -> Path | None:
+    """A database file (SQLite) that does not exist yet: connecting to read it would create it."""
     url = parse_url(require_url(settings, write=False))
-    name = url.database or ""
-    if url.get_backend_name() != "sqlite" or name in ("", ":memory:") or name.startswith("file:"):
-        return None
-    return None if Path(name).exists() else Path(name)
+    found = backend_for(url.get_backend_name()).database_file(url)
+    return found if found is not None and not found.exists() else None
 
 
 def read_only_states(settings: MigrateSettings) -> list[DatabaseState]:
     """Every tree's state; a SQLite file not made yet is an empty database, left uncreated."""
     trees = [narrowed for _, narrowed in settings.each_tree()]
-    if missing_sqlite_file(settings) is not None:
+    if missing_database_file(settings) is not None:
         return [DatabaseState(has_version_table=False, revisions=(), has_tables=False)] * len(trees)
     tables = [table_of(tree) for tree in trees]
     with database(settings, write=False) as db:
@@ -390,7 +389,7 @@ def check(inv: Invocation) -> int:
     for _, narrowed in settings.each_tree():
         scripts(narrowed)
     metadata = resolve_metadata(None, settings.metadata)
-    missing = missing_sqlite_file(settings)
+    missing = missing_database_file(settings)
     if missing is not None:
         problems = [f"the database file {missing} does not exist; run: fastapi-migrate upgrade"]
         at = "?"

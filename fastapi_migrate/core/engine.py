@@ -286,7 +286,7 @@ class Start:
         """``fn`` on the connection kept for repeated reads (opened at the first one, after the
         lock's; dropped when a read fails, so the next opens a new one)."""
         if self._reader is None:
-            self._reader = self.db.connection(autocommit=True).__enter__()
+            self._reader = DedicatedConnection(self.db, autocommit=True)
         try:
             return self._reader.run(fn)
         except (SQLAlchemyError, OSError):

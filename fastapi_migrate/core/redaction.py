@@ -87,9 +87,9 @@ def redact(text: str, urls: Iterable[str | URL | None]) -> str:
 
 def error_line(error: BaseException, urls: Iterable[str | URL | None] = ()) -> str:
     """The first line of ``type: message``, every password of ``urls`` masked: the one way an
-    error is quoted in our messages and logs. A DBAPI error is quoted by the driver's own
-    message (SQLAlchemy's wrapper adds the statement and a link on further lines)."""
-    cause = getattr(error, "orig", None) or error
-    text = str(cause).strip()
+    error is quoted in our messages and logs. A DBAPI error keeps SQLAlchemy's type (stable
+    across drivers) with the driver's own message (the wrapper adds the statement and a link
+    on further lines)."""
+    text = str(getattr(error, "orig", None) or error).strip()
     line = text.splitlines()[0] if text else ""
-    return redact(f"{type(cause).__name__}: {line}" if line else type(cause).__name__, urls)
+    return redact(f"{type(error).__name__}: {line}" if line else type(error).__name__, urls)

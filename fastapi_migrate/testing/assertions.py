@@ -27,7 +27,7 @@ from ..backends.database import Database
 from ..core.engine import migrate
 from ..core.lock import process_lock
 from ..core.metadata import resolve_metadata
-from ..core.redaction import redact
+from ..core.redaction import error_line
 from ..core.settings import MigrateSettings, url_optional
 from ..glue.config import alembic_config, load_scripts
 from ..glue.logging_guard import preserved_logging
@@ -91,11 +91,10 @@ def assert_upgrade_downgrade_roundtrip(
                     try:
                         step(cfg, target)
                     except Exception as error:
-                        reason = f"{type(error).__name__}: {error}".splitlines()[0]
                         raise AssertionError(
                             f"{label} revision {revision.revision} ({number} of "
                             f"{len(revisions)}, {revision.doc or 'no message'!r}) failed: "
-                            f"{redact(reason, [database_url])}"
+                            f"{error_line(error, [database_url])}"
                         ) from error
                 walked.append(revision.revision)
     return walked

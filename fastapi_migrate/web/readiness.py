@@ -14,6 +14,7 @@ import anyio.to_thread
 from sqlalchemy import Connection, Engine, create_engine, pool
 from sqlalchemy.engine import URL
 
+from ..backends import backend_for
 from ..backends.drivers import is_async_url, parse_url
 from ..core.plan import ancestry, resolve_target
 from ..core.redaction import error_line
@@ -44,7 +45,7 @@ def _engine(url: URL) -> Engine | AsyncEngine:
         from sqlalchemy.ext.asyncio import create_async_engine
 
         return create_async_engine(url, poolclass=pool.NullPool, **options)
-    if url.get_backend_name() == "sqlite":
+    if backend_for(url.get_backend_name()).connecting_is_cheap:
         return create_engine(url, poolclass=pool.NullPool, **options)
     return create_engine(
         url, pool_size=1, max_overflow=1, pool_pre_ping=True, pool_recycle=300, **options
