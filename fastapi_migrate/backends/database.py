@@ -70,12 +70,16 @@ class Database:
                 from sqlalchemy.ext.asyncio import create_async_engine
 
                 self._async_engine: AsyncEngine | None = create_async_engine(
-                    self.url, poolclass=pool.NullPool
+                    self.url, poolclass=pool.NullPool, pool_reset_on_return=None
                 )
                 self.engine = self._async_engine.sync_engine
             else:
                 self._async_engine = None
-                self.engine = create_engine(self.url, poolclass=pool.NullPool)
+                # NullPool closes every connection it gets back: no rollback first, which on a
+                # connection the server dropped would only log a traceback.
+                self.engine = create_engine(
+                    self.url, poolclass=pool.NullPool, pool_reset_on_return=None
+                )
         except exc.NoSuchModuleError:
             raise ConfigurationError(
                 f"{variable}: unknown database driver {self.url.drivername!r} in "

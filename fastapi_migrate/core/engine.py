@@ -238,6 +238,7 @@ class Start:
                 # Whoever held the lock has usually just migrated: one query says so.
                 if migrated_meanwhile():
                     return reached[0]
+                self._drop_reader()  # idle from here on: not kept open across the migration
                 plans = self.plans(self.db.run)
                 if all(plan.action == "noop" for plan in plans):
                     return self.finish(self.results(plans, "noop"))
