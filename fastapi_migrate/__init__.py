@@ -6,6 +6,7 @@ from .core.engine import migrate
 from .core.errors import (
     ConfigurationError,
     DatabaseUnavailable,
+    LockLost,
     LockTimeout,
     MigrationError,
     MigrationFailed,
@@ -35,6 +36,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ConfigurationError",
     "DatabaseUnavailable",
+    "LockLost",
     "LockTimeout",
     "MigrateSettings",
     "MigrationError",

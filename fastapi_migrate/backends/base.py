@@ -9,13 +9,14 @@ unless ``MIGRATE_LOCK=false``), no hints, no test databases.
 
 from __future__ import annotations
 
+import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, pool
+from sqlalchemy import Connection, Engine, create_engine, event, pool
 from sqlalchemy.engine import URL
 
 from ..core.errors import ConfigurationError
@@ -23,6 +24,13 @@ from ..core.redaction import mask_url
 from .drivers import sync_url
 
 T = TypeVar("T")
+
+# TCP keepalives on the lock's and the migrations' connections: a probe after 30 s of silence
+# keeps load balancers and NATs (4 to 6 minutes idle) from dropping the flow, and a dead peer is
+# noticed after about a minute (30 + 3 x 10 s) instead of the kernel's two hours.
+KEEPALIVE_IDLE = 30
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 3
 
 PREFIX = "fmpt_"
 """Every test database the plugin makes starts with this, so leftovers are recognizable."""
@@ -49,6 +57,11 @@ class SessionLock(ABC):
         """Who holds it, as ``"; held by ..."``, for the timeout's message; "" if unknown."""
         return ""
 
+    def still_held(self) -> bool:
+        """Whether the lock is still ours (asked while migrating); may raise if its connection
+        died. Also the heartbeat that keeps its session from looking idle."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - optional
         """Free what the lock opened, taken or not."""
 
@@ -68,6 +81,8 @@ class Failure:
 class Backend:
     """The defaults, for a dialect fastapi-migrate has no module for."""
 
+    transactional_ddl = True
+    """Whether a failed migration's DDL rolls back (else each statement commits by itself)."""
     lock_needs_connection = True
     """Whether the lock lives on a server session (else: a file, no connection)."""
     connect_errors_are_permanent = False
@@ -81,7 +96,15 @@ class Backend:
         self.name = name
 
     def engine_created(self, engine: Engine) -> None:
-        """Adjust a new engine of ours (SQLite: transactional DDL)."""
+        """Adjust a new engine of ours: TCP keepalives (SQLite: transactional DDL instead)."""
+
+        @event.listens_for(engine, "do_connect")
+        def _keepalive_params(dialect: Any, _record: Any, _cargs: Any, cparams: Any) -> None:
+            self.connect_params(dialect.driver, cparams)
+
+        @event.listens_for(engine, "connect")
+        def _keepalive_socket(dbapi_connection: Any, _record: Any) -> None:
+            self.connected(dbapi_connection)
 
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str
@@ -96,6 +119,18 @@ class Backend:
     def lock_timeout_statement(self, seconds: float) -> str | None:
         """The session statement that bounds a DDL statement's wait for a table lock."""
         return None
+
+    def keep_alive_statements(self) -> list[str]:
+        """Session statements that stop the server from closing a migration's or the lock's
+        session for being idle (a slow revision, a lock held while another session works)."""
+        return []
+
+    def connect_params(self, driver: str, params: dict[str, Any]) -> None:
+        """Add TCP keepalives to a connection's parameters, for drivers that take them."""
+
+    def connected(self, dbapi_connection: Any) -> None:
+        """Turn on TCP keepalives on a new connection's socket, for drivers that take no
+        parameter for them."""
 
     def failure_hint(self, failure: Failure, session: Session) -> str:
         """What this database adds to a failed migration's message ("; ..."), or ""."""
@@ -165,3 +200,41 @@ class ServerWithAdmin(DatabaseServer):
 
     def close(self) -> None:
         self._admin.dispose()
+
+
+def socket_of(dbapi_connection: Any) -> socket.socket | None:
+    """The TCP socket under a driver's connection (PyMySQL; asyncpg and aiomysql through
+    SQLAlchemy's adapter), or None where it cannot be found."""
+    for path in ("_sock", "_connection._sock"):
+        found: Any = dbapi_connection
+        for name in path.split("."):
+            found = getattr(found, name, None)
+        if isinstance(found, socket.socket):
+            return found
+    inner = getattr(dbapi_connection, "_connection", None)
+    for attribute in ("_transport", "_writer"):
+        transport = getattr(inner, attribute, None)
+        extra = getattr(transport, "get_extra_info", None)
+        if extra is not None:
+            found = extra("socket")
+            if found is not None and hasattr(found, "setsockopt"):
+                return found  # type: ignore[no-any-return]
+    return None
+
+
+def enable_keepalive(dbapi_connection: Any) -> None:
+    """TCP keepalives on the connection's socket, where the platform has the options."""
+    sock = socket_of(dbapi_connection)
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in (
+            ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+            ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+            ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+        ):
+            if hasattr(socket, option):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+    except OSError:  # a socket that refuses options is left as it was
+        pass

@@ -14,11 +14,21 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, exc, pool, text
 from sqlalchemy.engine import URL
 
-from .base import PREFIX, Backend, DatabaseServer, Failure, ServerWithAdmin, Session, SessionLock
+from .base import (
+    PREFIX,
+    Backend,
+    DatabaseServer,
+    Failure,
+    ServerWithAdmin,
+    Session,
+    SessionLock,
+    enable_keepalive,
+)
 
 _NAMESPACE = "fastapi_migrate"
 
@@ -48,6 +58,14 @@ class NamedLock(SessionLock):
     def release(self) -> None:
         self.session.run(lambda c: c.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": self.name}))
 
+    def still_held(self) -> bool:
+        held = self.session.run(
+            lambda c: c.execute(
+                text("SELECT IS_USED_LOCK(:n) = CONNECTION_ID()"), {"n": self.name}
+            ).scalar()
+        )
+        return bool(held)
+
     def holder(self) -> str:
         row = self.session.run(
             lambda c: c.execute(
@@ -64,6 +82,8 @@ class NamedLock(SessionLock):
 
 
 class MySQL(Backend):
+    transactional_ddl = False  # every DDL statement commits by itself
+
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str
     ) -> SessionLock | None:
@@ -75,6 +95,16 @@ class MySQL(Backend):
         if seconds <= 0:
             return None
         return f"SET SESSION lock_wait_timeout = {max(1, math.ceil(seconds))}"
+
+    def keep_alive_statements(self) -> list[str]:
+        # A year, the most the server takes: the session outlives any migration.
+        return [
+            "SET SESSION wait_timeout = 31536000",
+            "SET SESSION interactive_timeout = 31536000",
+        ]
+
+    def connected(self, dbapi_connection: Any) -> None:
+        enable_keepalive(dbapi_connection)  # PyMySQL and aiomysql take no parameter for it
 
     def failure_hint(self, failure: Failure, session: Session) -> str:
         earlier = _half_applied_earlier(failure)

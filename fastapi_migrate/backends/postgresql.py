@@ -19,12 +19,25 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, exc, pool, text
 from sqlalchemy.engine import URL
 
 from ..core.errors import ConfigurationError
-from .base import PREFIX, Backend, DatabaseServer, Failure, ServerWithAdmin, Session, SessionLock
+from .base import (
+    KEEPALIVE_COUNT,
+    KEEPALIVE_IDLE,
+    KEEPALIVE_INTERVAL,
+    PREFIX,
+    Backend,
+    DatabaseServer,
+    Failure,
+    ServerWithAdmin,
+    Session,
+    SessionLock,
+    enable_keepalive,
+)
 
 log = logging.getLogger("fastapi_migrate")
 
@@ -131,6 +144,12 @@ _INVALID_INDEXES = text(
 )
 
 
+_STILL_HELD = text(
+    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND pid = pg_backend_pid() AND classid = :hi AND objid = :lo AND objsubid = 1)"
+)
+
+
 class AdvisoryLock(SessionLock):
     """The version table's advisory lock on one kept autocommit session."""
 
@@ -148,6 +167,11 @@ class AdvisoryLock(SessionLock):
         hold = self.hold
         if hold is not None:
             self.session.run(lambda c: release(c, hold))
+
+    def still_held(self) -> bool:
+        return bool(
+            self.session.run(lambda c: c.execute(_STILL_HELD, _key_parts(self.key)).scalar())
+        )
 
     def holder(self) -> str:
         row = self.session.run(lambda c: c.execute(_HOLDER, _key_parts(self.key)).first())
@@ -168,6 +192,24 @@ class PostgreSQL(Backend):
 
     def lock_timeout_statement(self, seconds: float) -> str | None:
         return f"SET lock_timeout = {max(1, round(seconds * 1000))}" if seconds > 0 else None
+
+    def keep_alive_statements(self) -> list[str]:
+        # idle_session_timeout exists from PostgreSQL 14 on: set only where the server has it.
+        return [
+            "SELECT set_config('idle_session_timeout', '0', false) "
+            "WHERE current_setting('server_version_num')::int >= 140000",
+            "SET idle_in_transaction_session_timeout = 0",
+        ]
+
+    def connect_params(self, driver: str, params: dict[str, Any]) -> None:
+        if driver in ("psycopg", "psycopg2"):  # libpq's own keepalive parameters
+            params.setdefault("keepalives", 1)
+            params.setdefault("keepalives_idle", KEEPALIVE_IDLE)
+            params.setdefault("keepalives_interval", KEEPALIVE_INTERVAL)
+            params.setdefault("keepalives_count", KEEPALIVE_COUNT)
+
+    def connected(self, dbapi_connection: Any) -> None:
+        enable_keepalive(dbapi_connection)  # asyncpg: on its socket
 
     def failure_hint(self, failure: Failure, session: Session) -> str:
         """A failed ``CREATE INDEX CONCURRENTLY`` (in an autocommit block) leaves an INVALID

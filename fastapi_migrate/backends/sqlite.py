@@ -73,6 +73,16 @@ class FileLock(SessionLock):
         self.handle.flush()
         return True
 
+    def still_held(self) -> bool:
+        """The file we lock must still be the one at its path: a cleanup job or a redeploy
+        that removed or replaced it lets another process lock a new file."""
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(self.handle.fileno())
+        return (now.st_ino, now.st_dev) == (mine.st_ino, mine.st_dev)
+
     def release(self) -> None:
         self.handle.truncate(0)
         fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)

@@ -39,7 +39,7 @@ from ..core.errors import (
     UnknownRevision,
     UnversionedDatabase,
 )
-from ..core.lock import migration_lock
+from ..core.lock import guarded_commits, migration_lock
 from ..core.metadata import resolve_metadata
 from ..core.plan import format_revisions, plan_migration
 from ..core.redaction import error_line
@@ -252,11 +252,14 @@ def change(verb: str, call: AlembicCall) -> Callable[[Invocation], int]:
                 version_table_schema=app.version_table_schema,
                 timeout=app.lock_timeout,
                 enabled=app.lock,
-            ),
+            ) as keeper,
         ):
             before = db.run(table.read_if_present)
             try:
-                with db.connection() as connection:
+                with (
+                    guarded_commits(keeper, db.backend.transactional_ddl),
+                    db.connection() as connection,
+                ):
                     run_on_connection(settings, connection, lambda cfg: call(cfg, a))
             except (MigrationError, CommandError):
                 raise

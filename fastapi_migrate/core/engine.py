@@ -32,11 +32,12 @@ from sqlalchemy import Connection, MetaData
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..backends.database import Database, DedicatedConnection
-from ..backends.ddl_session import ddl_lock_timeout
+from ..backends.sessions import migration_sessions
 from ..glue.config import alembic_config, load_scripts
 from ..glue.heads import script_heads
 from ..glue.run import run_on_connection, run_upgrade, stamp
 from .errors import (
+    LockLost,
     LockTimeout,
     MigrationError,
     MigrationFailed,
@@ -44,7 +45,7 @@ from .errors import (
     UnversionedDatabase,
 )
 from .failure import migration_failed, redacted_cause
-from .lock import WaitEnded, migration_lock
+from .lock import LockKeeper, WaitEnded, guarded_commits, migration_lock
 from .metadata import require_tables, resolve_metadata
 from .plan import MigrationPlan, format_revisions, plan_migration, resolve_target
 from .redaction import error_line
@@ -234,7 +235,7 @@ class Start:
                 timeout=s.lock_timeout,
                 enabled=s.lock,
                 ends_when=migrated_meanwhile,
-            ):
+            ) as keeper:
                 # Whoever held the lock has usually just migrated: one query says so.
                 if migrated_meanwhile():
                     return reached[0]
@@ -242,7 +243,7 @@ class Start:
                 plans = self.plans(self.db.run)
                 if all(plan.action == "noop" for plan in plans):
                     return self.finish(self.results(plans, "noop"))
-                return self.execute(plans)
+                return self.execute(plans, keeper)
         except WaitEnded:
             return reached[0]
 
@@ -349,8 +350,8 @@ class Start:
 
     # -- executing ----------------------------------------------------------------------
 
-    def execute(self, plans: list[MigrationPlan]) -> MigrationResult:
-        """Apply each tree's plan in order, under the lock."""
+    def execute(self, plans: list[MigrationPlan], keeper: LockKeeper | None) -> MigrationResult:
+        """Apply each tree's plan in order, under the lock ``keeper`` keeps."""
         self.back_up(plans)
         results: dict[str | None, MigrationResult] = {}
         for tree, plan in zip(self.trees, plans, strict=True):
@@ -360,7 +361,7 @@ class Start:
             began = time.monotonic()
             try:
                 with tree.named():
-                    applied = self.apply(tree, plan)
+                    applied = self.apply(tree, plan, keeper)
             except MigrationFailed as error:
                 done = [f"{name} ({r.action})" for name, r in results.items() if r.action != "noop"]
                 if not done:
@@ -385,8 +386,9 @@ class Start:
         if backup is not None:
             log.info("backed up %s to %s before migrating", self.db.url.database, backup)
 
-    def apply(self, tree: Tree, plan: MigrationPlan) -> list[str]:
-        """Apply one tree's plan; any failure becomes ``MigrationFailed``."""
+    def apply(self, tree: Tree, plan: MigrationPlan, keeper: LockKeeper | None) -> list[str]:
+        """Apply one tree's plan, committing nothing without the lock; any failure becomes
+        ``MigrationFailed`` (``LockLost`` if the lock went)."""
         s = tree.settings
         script = tree.scripts()
         applied: list[str] = []
@@ -401,7 +403,11 @@ class Start:
             stamp(connection, script, s, s.target)
 
         try:
-            with ddl_lock_timeout(s.ddl_lock_timeout), self.db.connection() as connection:
+            with (
+                migration_sessions(s.ddl_lock_timeout),
+                guarded_commits(keeper, self.db.backend.transactional_ddl),
+                self.db.connection() as connection,
+            ):
                 if plan.baseline is not None:
                     baseline = plan.baseline
                     connection.run(lambda c: stamp(c, script, s, baseline))
@@ -417,12 +423,36 @@ class Start:
                         self.metadata,
                     )
             self.verify(tree, plan)
+        except LockLost as lost:
+            raise self.lock_lost(tree, plan, applied, lost) from None
         except MigrationError:
             raise
         except Exception as error:
             failure = migration_failed(self.db, s, script, plan, applied, error)
             raise failure from redacted_cause(self.db, error)
         return applied
+
+    def lock_lost(
+        self, tree: Tree, plan: MigrationPlan, applied: list[str], lost: LockLost
+    ) -> LockLost:
+        """What happened, where the database was left, and what to change."""
+        try:
+            left = format_revisions(self.db.run(tree.table.read_if_present)) or "no revision"
+        except Exception:
+            left = "a revision that could not be read"
+        if self.db.backend.transactional_ddl:
+            kept = "what was not committed was rolled back"
+        else:
+            kept = "it stopped before the next revision"
+        return LockLost(
+            f"the migration lock was lost while migrating ({lost}): nothing more was "
+            f"committed, {kept}; the database is left at {left} (applied this start: "
+            f"{', '.join(applied) or 'none'}). Another process may take the lock and migrate "
+            "now. The lock lives on its own connection: keep servers, poolers and networks "
+            "from closing it (PostgreSQL idle_session_timeout, MySQL/MariaDB wait_timeout, "
+            "PgBouncer server_idle_timeout, load balancer or NAT idle timeouts; a pooler in "
+            "session mode, never transaction mode), then start again"
+        )
 
     def verify(self, tree: Tree, plan: MigrationPlan) -> None:
         """``env.py`` may ignore the URL it is given: check that the database really moved."""

@@ -19,6 +19,11 @@ class LockTimeout(MigrationError):
     """Another process held the migration lock (or kept the database behind) too long."""
 
 
+class LockLost(MigrationError):
+    """The migration lock went away while migrating (its connection was closed by a server,
+    pooler or network): nothing more was committed, and the migration stopped."""
+
+
 class UnknownRevision(MigrationError):
     """The database is at a revision the scripts do not know (newer code was rolled back)."""
 

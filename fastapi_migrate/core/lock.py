@@ -4,20 +4,31 @@ Session-level locks (PostgreSQL advisory locks, MySQL ``GET_LOCK``, an OS file l
 database's own, in ``backends``) die with their connection or process, so a killed migrator never
 leaves a lock behind. Waiters poll a non-blocking try-lock on an autocommit connection: no
 transaction stays open while waiting.
+
+The other side of a session lock: it dies with its connection even while the migration runs,
+when a server, pooler or network closes that connection for being idle. So while the lock is
+held a ``LockKeeper`` thread queries it every ``HEARTBEAT_SECONDS`` (the session is never idle;
+its idle timeouts are also switched off for it), and ``guarded_commits`` asks the keeper before
+every commit of the migration: the lock is either held or the migration does not commit.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as NoAnswer
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
-from sqlalchemy import exc
+from sqlalchemy import Engine, event, exc
 
 from ..backends.base import SessionLock
 from ..backends.database import Database
-from .errors import DatabaseUnavailable, LockTimeout
+from ..backends.sessions import session_statements
+from .errors import DatabaseUnavailable, LockLost, LockTimeout
 from .redaction import error_line
 from .retry import poll
 
@@ -25,6 +36,13 @@ log = logging.getLogger("fastapi_migrate")
 
 # Alembic keeps its context in module globals: two migrations in one process must not overlap.
 PROCESS_LOCK = threading.Lock()
+
+# A query on the lock's session this often: well under any idle timeout met in practice
+# (PostgreSQL's idle_session_timeout and MySQL's wait_timeout are set in seconds at the lowest,
+# load balancers drop a flow after 4 minutes), and a lost lock is noticed within a second.
+HEARTBEAT_SECONDS = 1.0
+# How long a commit waits for the keeper's answer before taking the lock for lost.
+VERIFY_SECONDS = 30.0
 
 
 class WaitEnded(Exception):
@@ -55,17 +73,21 @@ def migration_lock(
     timeout: float,
     enabled: bool = True,
     ends_when: Callable[[], bool] | None = None,
-) -> Iterator[None]:
-    """The process lock plus the database's lock for this version table; ``WaitEnded`` once
+) -> Iterator[LockKeeper | None]:
+    """The process lock plus the database's lock for this version table, kept alive while
+    held (the ``LockKeeper``, None when no database lock is taken); ``WaitEnded`` once
     ``ends_when()`` is true while waiting (checked between attempts)."""
     with process_lock(timeout), ExitStack() as stack:
         if not enabled:
-            yield
+            yield None
             return
         backend = db.backend
+        # Its own engine: the keeper's thread uses it while the migration uses ``db``'s.
+        own = Database(db.url, variable=db.variable, connect_timeout=db.connect_timeout)
+        stack.callback(own.dispose)
         # A SQLite lock is a file: opening a connection there would create the database.
         session = (
-            stack.enter_context(db.connection(autocommit=True))
+            stack.enter_context(own.connection(autocommit=True))
             if backend.lock_needs_connection
             else None
         )
@@ -77,14 +99,116 @@ def migration_lock(
             variable=db.variable,
         )
         if lock is None:
-            yield
+            yield None
             return
         stack.callback(lock.close)
         _acquire(db, lock, timeout, ends_when)
         try:
-            yield
+            if session is not None:
+                statements = session_statements(backend.name, 0)
+                session.run(lambda c: [c.exec_driver_sql(s) for s in statements])
+            with LockKeeper(lock, db) as keeper:
+                yield keeper
         finally:
             _release_quietly(db, lock)
+
+
+class LockKeeper:
+    """The lock while a migration holds it: a thread of its own queries it every
+    ``HEARTBEAT_SECONDS`` and answers ``verify()``, so that only that thread ever uses the
+    lock's connection (an async driver's connection belongs to one event loop)."""
+
+    def __init__(self, lock: SessionLock, db: Database) -> None:
+        self.lock = lock
+        self.db = db
+        self.lost: str | None = None
+        self._requests: queue.Queue[Future[str | None] | None] = queue.Queue()
+        self._thread = threading.Thread(
+            target=self._run, name="fastapi-migrate-lock-keeper", daemon=True
+        )
+
+    def __enter__(self) -> LockKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._requests.put(None)
+        self._thread.join()
+
+    def verify(self) -> str | None:
+        """None while the lock is ours; else why it is not (asked before each commit)."""
+        answer: Future[str | None] = Future()
+        self._requests.put(answer)
+        try:
+            return answer.result(timeout=VERIFY_SECONDS)
+        except NoAnswer:
+            return f"its connection did not answer within {VERIFY_SECONDS:g}s"
+
+    def _run(self) -> None:
+        while True:
+            try:
+                request = self._requests.get(timeout=HEARTBEAT_SECONDS)
+            except queue.Empty:
+                request = Future()  # a heartbeat: nobody waits for its answer
+            if request is None:
+                return
+            self._probe()
+            request.set_result(self.lost)
+
+    def _probe(self) -> None:
+        if self.lost is not None:
+            return
+        try:
+            if not self.lock.still_held():
+                self.lost = "the database no longer shows it held by this process"
+        except Exception as error:
+            self.lost = f"its connection failed: {error_line(error, [self.db.url])}"
+        if self.lost is not None:
+            log.warning("the migration lock was lost while migrating: %s", self.lost)
+
+
+@contextmanager
+def guarded_commits(keeper: LockKeeper | None, transactional_ddl: bool) -> Iterator[None]:
+    """Within the block, no commit of this thread's migration happens without the lock.
+
+    Before each commit the keeper is asked. Lost, where DDL is transactional: ``LockLost``
+    instead of the commit, so everything since the last commit rolls back. Where each DDL
+    statement commits by itself (MySQL): that revision's statements are in already, so its
+    version row is committed too (the version table stays true), and ``LockLost`` is raised
+    before the next statement, so the next revision never starts. Once the keeper has seen the
+    lock lost, the next statement of a transactional migration fails at once.
+    """
+    if keeper is None:
+        yield
+        return
+    owner = threading.get_ident()
+    stopping: list[str] = []
+
+    def before_commit(_connection: Any) -> None:
+        if threading.get_ident() != owner or stopping:
+            return
+        lost = keeper.verify()
+        if lost is None:
+            return
+        stopping.append(lost)
+        if transactional_ddl:
+            raise LockLost(lost)
+
+    def before_statement(*_args: Any) -> None:
+        if threading.get_ident() != owner:
+            return
+        if stopping or (transactional_ddl and keeper.lost is not None):
+            raise LockLost(stopping[0] if stopping else str(keeper.lost))
+
+    event.listen(Engine, "commit", before_commit)
+    event.listen(Engine, "before_cursor_execute", before_statement)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "commit", before_commit)
+        event.remove(Engine, "before_cursor_execute", before_statement)
+    if stopping:  # the block ended without noticing: what it committed last was unguarded
+        raise LockLost(stopping[0])
 
 
 def _acquire(
