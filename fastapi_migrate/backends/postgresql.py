@@ -123,8 +123,8 @@ def verify_owner(conn: Connection, hold: AdvisoryHold, variable: str) -> None:
 def release(conn: Connection, hold: AdvisoryHold) -> None:
     """Unlock; a lock that is already gone (its session ended) is only worth a warning."""
     released = conn.execute(_UNLOCK, {"k": hold.key}).scalar()
-    if not released:
-        log.warning(
+    if not released:  # the migration already said why (LockLost), or the session was reset
+        log.debug(
             "the migration lock was no longer held by PostgreSQL session %s when released",
             hold.pid,
         )

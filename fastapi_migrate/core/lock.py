@@ -103,14 +103,15 @@ def migration_lock(
             return
         stack.callback(lock.close)
         _acquire(db, lock, timeout, ends_when)
+        keeper = LockKeeper(lock, db)
         try:
             if session is not None:
                 statements = session_statements(backend.name, 0)
                 session.run(lambda c: [c.exec_driver_sql(s) for s in statements])
-            with LockKeeper(lock, db) as keeper:
+            with keeper:
                 yield keeper
         finally:
-            _release_quietly(db, lock)
+            _release_quietly(db, lock, lost=keeper.lost)
 
 
 class LockKeeper:
@@ -163,8 +164,8 @@ class LockKeeper:
                 self.lost = "the database no longer shows it held by this process"
         except Exception as error:
             self.lost = f"its connection failed: {error_line(error, [self.db.url])}"
-        if self.lost is not None:
-            log.warning("the migration lock was lost while migrating: %s", self.lost)
+        if self.lost is not None:  # the migration raises LockLost, saying what to do
+            log.debug("the migration lock was lost while migrating: %s", self.lost)
 
 
 @contextmanager
@@ -242,13 +243,13 @@ def _acquire(
     poll(attempt, timeout, timed_out)
 
 
-def _release_quietly(db: Database, lock: SessionLock) -> None:
+def _release_quietly(db: Database, lock: SessionLock, lost: str | None) -> None:
     """Release the lock; if its connection died, the server already dropped the lock with it,
-    and the error must not hide how the migration itself went."""
+    and the error must not hide how the migration itself went (nor repeat ``LockLost``)."""
     try:
         lock.release()
     except exc.DBAPIError as error:
-        log.warning(
+        (log.debug if lost is not None else log.warning)(
             "the migration lock's connection was lost (%s); the server released the lock with it",
             error_line(error, [db.url]),
         )
