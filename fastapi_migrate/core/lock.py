@@ -41,8 +41,9 @@ PROCESS_LOCK = threading.Lock()
 # (PostgreSQL's idle_session_timeout and MySQL's wait_timeout are set in seconds at the lowest,
 # load balancers drop a flow after 4 minutes), and a lost lock is noticed within a second.
 HEARTBEAT_SECONDS = 1.0
-# How long a commit waits for the keeper's answer before taking the lock for lost.
-VERIFY_SECONDS = 30.0
+# How long a commit waits for the keeper's answer (a trivial query on an open connection)
+# before taking the lock for lost.
+VERIFY_SECONDS = 10.0
 
 
 class WaitEnded(Exception):
