@@ -12,7 +12,7 @@ SQLAlchemy and Alembic only when a fixture is used.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -25,10 +25,12 @@ from .testing.server_choice import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from .core.settings import MigrateSettings
     from .testing.janitor import MigratedTemplate
+    from .testing.rollback import WorkerDatabase
 
 _previous_url = pytest.StashKey[str | None]()
 
@@ -109,3 +111,38 @@ def migrated_engine(migrated_database_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_worker_database(migrated_template: MigratedTemplate) -> Iterator[WorkerDatabase]:
+    """The one copy of the template this worker's rollback fixtures share (made at first use)."""
+    from .testing.rollback import WorkerDatabase
+
+    shared = WorkerDatabase(migrated_template)
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
+@pytest.fixture
+def migrated_connection(migrated_worker_database: WorkerDatabase) -> Iterator[Connection]:
+    """A connection to a database at head, inside a transaction rolled back after the test.
+
+    Bind sessions with ``Session(bind=connection, join_transaction_mode="create_savepoint")``:
+    their commits become savepoints. A test whose writes escape the transaction (it commits the
+    connection itself; DDL on MySQL/MariaDB) makes the next test get a fresh copy.
+    """
+    with migrated_worker_database.connection() as connection:
+        yield connection
+
+
+@pytest.fixture
+async def migrated_async_connection(
+    migrated_worker_database: WorkerDatabase,
+) -> AsyncIterator[AsyncConnection]:
+    """``migrated_connection`` for asyncio drivers (an ``AsyncConnection``); needs an async
+    test runner (``@pytest.mark.anyio``, or pytest-asyncio) and an asyncio driver in the test
+    server's URL (``sqlite+aiosqlite://``, ``postgresql+asyncpg://...``)."""
+    async with migrated_worker_database.async_connection() as connection:
+        yield connection

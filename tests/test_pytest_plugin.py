@@ -16,22 +16,10 @@ from fastapi_migrate.backends.base import DatabaseServer
 from fastapi_migrate.testing.janitor import Janitor, database_server, host_tag, is_stale
 
 from .conftest import require_backend
-from .support import MARIADB_SERVER, PG_SERVER, add_revision, write_migrations
+from .plugin_helpers import PLUGIN, SERVERS, make_user_project, run_inner
+from .support import PG_SERVER, add_revision
 
 pytest_plugins = ["pytester"]
-
-SERVERS = {"postgresql": PG_SERVER, "mariadb": MARIADB_SERVER}
-PLUGIN = "fastapi_migrate.pytest_plugin"
-
-SEED_AND_CHILD = """\
-op.execute("INSERT INTO t1 (id, name) VALUES (1, 'seed')")
-op.create_table(
-    'child',
-    sa.Column('id', sa.Integer, primary_key=True),
-    sa.Column('parent_id', sa.Integer, sa.ForeignKey('t1.id', name='fk_child_parent')),
-    sa.Column('name', sa.String(20)),
-)
-op.create_index('ix_child_name', 'child', ['name'])"""
 
 # Each test writes a row and expects the tables as the migrations left them; one fails on
 # purpose (its database must be dropped all the same). Every database used is recorded.
@@ -71,20 +59,7 @@ def test_failing_on_purpose(migrated_engine):
 
 @pytest.fixture
 def user_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A project with migrations in db/migrations (set by its alembic.ini), a custom version
-    table, and a DATABASE_URL that must never be touched."""
-    for name in list(os.environ):
-        if name.startswith(("MIGRATE_", "PYTEST_XDIST")) or name == "DATABASE_URL":
-            monkeypatch.delenv(name)
-    root = pytester.path
-    location = write_migrations(root / "db", 3)
-    add_revision(location, "r4", "r3", upgrade=SEED_AND_CHILD, downgrade="op.drop_table('child')")
-    (root / "alembic.ini").write_text(
-        "[alembic]\nscript_location = db/migrations\nsqlalchemy.url = sqlite:///never-used.db\n"
-    )
-    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/never_used")
-    monkeypatch.setenv("MIGRATE_VERSION_TABLE", "fm_versions")
-    return root
+    return make_user_project(pytester.path, monkeypatch)
 
 
 @pytest.fixture
@@ -96,14 +71,6 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseS
         yield found
     finally:
         found.close()
-
-
-def run_inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    """The inner pytest with only xdist and this plugin loaded, named as a user would with
-    ``-p``: every other installed plugin (hypothesis...) would cost seconds per process."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-        return pytester.runpytest_subprocess("-p", "xdist.plugin", "-p", PLUGIN, *args)
 
 
 def _used(root: Path) -> tuple[set[str], set[str]]:

@@ -9,6 +9,7 @@ unless ``MIGRATE_LOCK=false``), no hints, no test databases.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,6 +118,11 @@ class Backend:
         )
 
 
+# COMMIT / END / ROLLBACK as text end the test's transaction behind SQLAlchemy's back (what
+# comes next runs outside it); ROLLBACK TO SAVEPOINT does not.
+_ENDS_TRANSACTION = re.compile(r"\s*(COMMIT|END|ROLLBACK(?!\s+(WORK\s+)?TO\b))\b", re.IGNORECASE)
+
+
 class DatabaseServer(ABC):
     """Where test databases live; names are plain identifiers made by the janitor."""
 
@@ -142,6 +148,11 @@ class DatabaseServer(ABC):
     @abstractmethod
     def names(self) -> list[str]:
         """The databases on the server whose names start with ``PREFIX``."""
+
+    def commits_by_itself(self, statement: str) -> bool:
+        """Whether ``statement``, run inside a test's transaction, may make writes permanent
+        that a rollback of that transaction would not undo."""
+        return _ENDS_TRANSACTION.match(statement) is not None
 
     def prepare_template(self, name: str) -> None:  # noqa: B027 - a hook, optional
         """Called once the template is migrated, before the first copy."""

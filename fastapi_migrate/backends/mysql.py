@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,6 +138,15 @@ class _MysqlTemplate:
     triggers: list[str] = field(default_factory=list)
 
 
+# Statements that commit the transaction around them ("implicit commit" in the manuals);
+# CREATE TEMPORARY TABLE does not, but replacing the database once too often is only slower.
+_IMPLICIT_COMMIT = re.compile(
+    r"\s*(ALTER|CREATE|DROP|RENAME|TRUNCATE|GRANT|REVOKE|LOCK\s+TABLES|UNLOCK\s+TABLES|"
+    r"START\s+TRANSACTION|BEGIN|SET\s+AUTOCOMMIT|ANALYZE|OPTIMIZE|REPAIR|LOAD\s+DATA|FLUSH)\b",
+    re.IGNORECASE,
+)
+
+
 class MysqlServer(ServerWithAdmin):
     """MySQL/MariaDB: replay ``SHOW CREATE TABLE`` (with foreign keys and indexes), copy the
     rows migrations inserted, then views and triggers.
@@ -154,6 +164,10 @@ class MysqlServer(ServerWithAdmin):
         with self._admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE DATABASE {self._quote(name)}")
         return self.url(name)
+
+    def commits_by_itself(self, statement: str) -> bool:
+        """MySQL/MariaDB commit before and after every DDL statement (and a few others)."""
+        return super().commits_by_itself(statement) or _IMPLICIT_COMMIT.match(statement) is not None
 
     def prepare_template(self, name: str) -> None:
         q = self._quote

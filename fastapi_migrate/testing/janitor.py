@@ -107,7 +107,7 @@ class Janitor:
         self.server.drop(name)
         self._live.discard(name)
 
-    def _drop_soon(self, name: str) -> None:
+    def drop_soon(self, name: str) -> None:
         """Drop in background threads where a drop costs server work (a checkpoint on
         PostgreSQL), so the next test need not wait for it; ``close`` waits, and retries any
         that failed."""
@@ -166,7 +166,14 @@ class Janitor:
             url = self.server.copy(template, name)
             yield url
         finally:
-            self._drop_soon(name)
+            self.drop_soon(name)
+
+    def copy_kept(self, template: str) -> tuple[str, str]:
+        """A new copy of ``template`` that lives until ``drop_soon`` or ``close``: its name
+        and URL."""
+        name = self._new_name()
+        self._live.add(name)
+        return name, self.server.copy(template, name)
 
     def close(self) -> None:
         """Drop everything still alive, template included; release the server's connections."""
