@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import MARIADB_SERVER, PG_SERVER, add_revision, write_migrations
+from .support import MARIADB_SERVER, PG_SERVER, add_revision, server_problem, write_migrations
 
 SERVERS = {"postgresql": PG_SERVER, "mariadb": MARIADB_SERVER}
 PLUGIN = "fastapi_migrate.pytest_plugin"
@@ -48,3 +48,34 @@ def run_inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
         return pytester.runpytest_subprocess(
             "-p", "xdist.plugin", "-p", "anyio.pytest_plugin", "-p", PLUGIN, *args
         )
+
+
+def kept_templates(root: Path, server: str | None) -> set[str]:
+    """The kept templates of the project in ``root`` (run from there) on ``server``, or in its
+    pytest cache folder for SQLite (``None``)."""
+    from fastapi_migrate.core.settings import MigrateSettings
+    from fastapi_migrate.testing.janitor import database_server
+    from fastapi_migrate.testing.template_key import template_family
+
+    family = template_family(MigrateSettings(config=root / "alembic.ini", database_url="sqlite://"))
+    found = database_server(server, root / ".pytest_cache" / "d" / "fastapi-migrate")
+    try:
+        return {n for n in found.names() if n.startswith(f"{family}_")}
+    finally:
+        found.close()
+
+
+def drop_kept_templates(root: Path) -> None:
+    """Drop what the project in ``root`` kept on the servers: a test's project is gone after it,
+    its templates would stay on the server for good."""
+    from fastapi_migrate.testing.janitor import database_server
+
+    for url in SERVERS.values():
+        if server_problem(url) is not None:
+            continue
+        server = database_server(url, root)
+        try:
+            for name in kept_templates(root, url):
+                server.drop(name)
+        finally:
+            server.close()

@@ -9,15 +9,10 @@ from pathlib import Path
 import pytest
 
 from .conftest import require_backend
-from .plugin_helpers import SERVERS, make_user_project, run_inner
+from .plugin_helpers import SERVERS, run_inner
 from .support import to_async
 
-pytest_plugins = ["pytester"]
-
-
-@pytest.fixture
-def user_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return make_user_project(pytester.path, monkeypatch)
+pytest_plugins = ["pytester", "tests.plugin_fixtures"]
 
 
 def _server_args(backend: str, *, asyncio: bool = False) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -153,6 +154,24 @@ class DatabaseServer(ABC):
         """Whether ``statement``, run inside a test's transaction, may make writes permanent
         that a rollback of that transaction would not undo."""
         return _ENDS_TRANSACTION.match(statement) is not None
+
+    @abstractmethod
+    def identity(self) -> str:
+        """The dialect and server version: part of a kept template's key."""
+
+    @abstractmethod
+    def build_lock(self, name: str) -> AbstractContextManager[None]:
+        """Hold a lock named ``name`` (blocking) that every process using this server sees:
+        one of them builds a kept template, the others wait and then use it."""
+
+    @abstractmethod
+    def publish(self, building: str, final: str, mark: str) -> None:
+        """Make the prepared template ``building`` available as ``final`` (replacing any),
+        ready and marked with ``mark``, in a step no reader can see half-done."""
+
+    @abstractmethod
+    def ready_mark(self, name: str) -> str | None:
+        """The mark ``publish`` gave template ``name``; None unless it is published."""
 
     def prepare_template(self, name: str) -> None:  # noqa: B027 - a hook, optional
         """Called once the template is migrated, before the first copy."""
