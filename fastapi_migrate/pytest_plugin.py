@@ -1,8 +1,10 @@
 """pytest plugin (registered through the ``pytest11`` entry point): a database at head per test.
 
-The migrations run once per session (per xdist worker) into a template database; each test gets
-a copy of it, so a test's cost does not grow with the number of revisions, and no test sees
-another's rows. Databases go to ``--migrate-db-url`` / ``MIGRATE_TEST_DATABASE_URL`` (a server:
+The migrations run into a template database, kept between runs and rebuilt only when what
+decides its schema changes; each test gets a copy of it (``migrated_database_url``) or a
+transaction rolled back on one shared copy (``migrated_connection``), so a test's cost does not
+grow with the number of revisions, and no test sees another's rows. Databases go to
+``--migrate-db-url`` / ``MIGRATE_TEST_DATABASE_URL`` (a server:
 the plugin creates and drops its own databases there), else to temporary SQLite files.
 
 Every pytest run of a project with fastapi-migrate installed loads this module: it imports
@@ -12,7 +14,9 @@ SQLAlchemy and Alembic only when a fixture is used.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -25,12 +29,15 @@ from .testing.server_choice import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from .core.settings import MigrateSettings
     from .testing.janitor import MigratedTemplate
+    from .testing.rollback import WorkerDatabase
 
 _previous_url = pytest.StashKey[str | None]()
+_run = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,10 +49,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="database server for migrated_database_url: the plugin creates and drops its own "
         f"databases there (default: ${SERVER_URL_VARIABLE}, else temporary SQLite files)",
     )
+    group.addoption(
+        "--migrate-rebuild",
+        action="store_true",
+        default=False,
+        help="migrate the template again even if one kept from an earlier run matches the "
+        "migrations (for what the key cannot see: env.py reading the environment...)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_previous_url] = server_url_option()
+    # One id for the whole run, xdist workers included: --migrate-rebuild rebuilds once.
+    worker_input = getattr(config, "workerinput", None)
+    config.stash[_run] = worker_input["testrunuid"] if worker_input else uuid.uuid4().hex
     set_server_url(config.getoption("migrate_db_url", None))
 
 
@@ -77,15 +94,25 @@ def migrate_settings() -> MigrateSettings:
 
 @pytest.fixture(scope="session")
 def migrated_template(
-    migrate_settings: MigrateSettings, tmp_path_factory: pytest.TempPathFactory
+    migrate_settings: MigrateSettings,
+    tmp_path_factory: pytest.TempPathFactory,
+    pytestconfig: pytest.Config,
 ) -> Iterator[MigratedTemplate]:
-    """The session's database migrated to head once (per xdist worker); dropped at the end."""
+    """The project's database at head, kept between runs while its migrations are unchanged
+    (built once by whichever process gets there first); tests get copies of it."""
     from .testing.janitor import Janitor, database_server
 
-    server = database_server(server_url(), tmp_path_factory.mktemp("fastapi-migrate"))
+    # SQLite templates are kept in pytest's cache folder (a temporary one without it).
+    cache = getattr(pytestconfig, "cache", None)
+    folder = cache.mkdir("fastapi-migrate") if cache else tmp_path_factory.mktemp("fastapi-migrate")
+    server = database_server(server_url(), Path(folder))
     janitor = Janitor(server, worker=os.environ.get("PYTEST_XDIST_WORKER", "main"))
     try:
-        yield janitor.migrated_template(migrate_settings)
+        yield janitor.kept_template(
+            migrate_settings,
+            run=pytestconfig.stash[_run],
+            rebuild=bool(pytestconfig.getoption("migrate_rebuild", False)),
+        )
     finally:
         janitor.close()
 
@@ -109,3 +136,38 @@ def migrated_engine(migrated_database_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_worker_database(migrated_template: MigratedTemplate) -> Iterator[WorkerDatabase]:
+    """The one copy of the template this worker's rollback fixtures share (made at first use)."""
+    from .testing.rollback import WorkerDatabase
+
+    shared = WorkerDatabase(migrated_template)
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
+@pytest.fixture
+def migrated_connection(migrated_worker_database: WorkerDatabase) -> Iterator[Connection]:
+    """A connection to a database at head, inside a transaction rolled back after the test.
+
+    Bind sessions with ``Session(bind=connection, join_transaction_mode="create_savepoint")``:
+    their commits become savepoints. A test whose writes escape the transaction (it commits the
+    connection itself; DDL on MySQL/MariaDB) makes the next test get a fresh copy.
+    """
+    with migrated_worker_database.connection() as connection:
+        yield connection
+
+
+@pytest.fixture
+async def migrated_async_connection(
+    migrated_worker_database: WorkerDatabase,
+) -> AsyncIterator[AsyncConnection]:
+    """``migrated_connection`` for asyncio drivers (an ``AsyncConnection``); needs an async
+    test runner (``@pytest.mark.anyio``, or pytest-asyncio) and an asyncio driver in the test
+    server's URL (``sqlite+aiosqlite://``, ``postgresql+asyncpg://...``)."""
+    async with migrated_worker_database.async_connection() as connection:
+        yield connection

@@ -16,22 +16,10 @@ from fastapi_migrate.backends.base import DatabaseServer
 from fastapi_migrate.testing.janitor import Janitor, database_server, host_tag, is_stale
 
 from .conftest import require_backend
-from .support import MARIADB_SERVER, PG_SERVER, add_revision, write_migrations
+from .plugin_helpers import PLUGIN, SERVERS, run_inner
+from .support import PG_SERVER, add_revision
 
-pytest_plugins = ["pytester"]
-
-SERVERS = {"postgresql": PG_SERVER, "mariadb": MARIADB_SERVER}
-PLUGIN = "fastapi_migrate.pytest_plugin"
-
-SEED_AND_CHILD = """\
-op.execute("INSERT INTO t1 (id, name) VALUES (1, 'seed')")
-op.create_table(
-    'child',
-    sa.Column('id', sa.Integer, primary_key=True),
-    sa.Column('parent_id', sa.Integer, sa.ForeignKey('t1.id', name='fk_child_parent')),
-    sa.Column('name', sa.String(20)),
-)
-op.create_index('ix_child_name', 'child', ['name'])"""
+pytest_plugins = ["pytester", "tests.plugin_fixtures"]
 
 # Each test writes a row and expects the tables as the migrations left them; one fails on
 # purpose (its database must be dropped all the same). Every database used is recorded.
@@ -70,24 +58,6 @@ def test_failing_on_purpose(migrated_engine):
 
 
 @pytest.fixture
-def user_project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A project with migrations in db/migrations (set by its alembic.ini), a custom version
-    table, and a DATABASE_URL that must never be touched."""
-    for name in list(os.environ):
-        if name.startswith(("MIGRATE_", "PYTEST_XDIST")) or name == "DATABASE_URL":
-            monkeypatch.delenv(name)
-    root = pytester.path
-    location = write_migrations(root / "db", 3)
-    add_revision(location, "r4", "r3", upgrade=SEED_AND_CHILD, downgrade="op.drop_table('child')")
-    (root / "alembic.ini").write_text(
-        "[alembic]\nscript_location = db/migrations\nsqlalchemy.url = sqlite:///never-used.db\n"
-    )
-    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://nobody@127.0.0.1:1/never_used")
-    monkeypatch.setenv("MIGRATE_VERSION_TABLE", "fm_versions")
-    return root
-
-
-@pytest.fixture
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseServer]:
     backend: str = request.param
     require_backend(backend)
@@ -98,28 +68,22 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseS
         found.close()
 
 
-def run_inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    """The inner pytest with only xdist and this plugin loaded, named as a user would with
-    ``-p``: every other installed plugin (hypothesis...) would cost seconds per process."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-        return pytester.runpytest_subprocess("-p", "xdist.plugin", "-p", PLUGIN, *args)
-
-
 def _used(root: Path) -> tuple[set[str], set[str]]:
     """Database names of the copies and of the templates the inner run recorded."""
     names = [sa.make_url(u).database or "" for u in (root / "used.txt").read_text().split()]
-    templates = {Path(n).stem for n in names if n.endswith("_tpl") or n.endswith("_tpl.sqlite")}
+    templates = {Path(n).stem for n in names if Path(n).stem.startswith("fmpt_tpl_")}
     return {Path(n).stem for n in names} - templates, templates
 
 
 def _assert_all_gone(root: Path, server: DatabaseServer | None, copies: set[str]) -> None:
     assert len(copies) == 7  # one database per test, none shared
     if server is None:
-        assert list(root.rglob("fmpt_*")) == []
+        left = {p.stem for p in root.rglob("fmpt_*.sqlite")}
+        assert left == _used(root)[1]  # the template only: kept for the next run
     else:
         left = set(server.names())
-        assert left.isdisjoint(copies | _used(root)[1])
+        assert left.isdisjoint(copies)
+        assert _used(root)[1] <= left  # the template: kept for the next run
 
 
 def test_sqlite_by_default_under_xdist(pytester: pytest.Pytester, user_project: Path) -> None:
@@ -128,7 +92,7 @@ def test_sqlite_by_default_under_xdist(pytester: pytest.Pytester, user_project: 
     result.assert_outcomes(passed=6, failed=1)
     result.stdout.fnmatch_lines(["*fails on purpose*"])
     copies, templates = _used(user_project)
-    assert {t.rsplit("_", 2)[-2] for t in templates} == {"gw0", "gw1"}  # one per worker
+    assert len(templates) == 1  # one for both workers
     _assert_all_gone(user_project, None, copies)
     assert not (user_project / "never-used.db").exists()
 
@@ -142,7 +106,7 @@ def test_server_from_option_under_xdist(
     result = run_inner(pytester, "-n", "2", "--migrate-db-url", url)
     result.assert_outcomes(passed=6, failed=1)
     copies, templates = _used(user_project)
-    assert len(templates) == 2
+    assert len(templates) == 1
     _assert_all_gone(user_project, server, copies)
 
 
@@ -279,7 +243,8 @@ def test_a_killed_run_is_cleaned_up_by_the_next(
     )
     assert killed.returncode == -9
     leftovers = [n for n in server.names() if is_stale(n)]
-    assert any(n.endswith("_tpl") for n in leftovers)  # the template and the test's copy
+    assert leftovers  # the test's copy; the template was published, and is kept
+    assert not any(n.startswith("fmpt_tpl_") for n in leftovers)
 
     # The next run, a real one: it drops the dead run's databases first, then works as usual.
     (pytester.path / "test_crash.py").unlink()

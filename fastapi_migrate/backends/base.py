@@ -9,9 +9,11 @@ unless ``MIGRATE_LOCK=false``), no hints, no test databases.
 
 from __future__ import annotations
 
+import re
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -152,6 +154,11 @@ class Backend:
         )
 
 
+# COMMIT / END / ROLLBACK as text end the test's transaction behind SQLAlchemy's back (what
+# comes next runs outside it); ROLLBACK TO SAVEPOINT does not.
+_ENDS_TRANSACTION = re.compile(r"\s*(COMMIT|END|ROLLBACK(?!\s+(WORK\s+)?TO\b))\b", re.IGNORECASE)
+
+
 class DatabaseServer(ABC):
     """Where test databases live; names are plain identifiers made by the janitor."""
 
@@ -177,6 +184,29 @@ class DatabaseServer(ABC):
     @abstractmethod
     def names(self) -> list[str]:
         """The databases on the server whose names start with ``PREFIX``."""
+
+    def commits_by_itself(self, statement: str) -> bool:
+        """Whether ``statement``, run inside a test's transaction, may make writes permanent
+        that a rollback of that transaction would not undo."""
+        return _ENDS_TRANSACTION.match(statement) is not None
+
+    @abstractmethod
+    def identity(self) -> str:
+        """The dialect and server version: part of a kept template's key."""
+
+    @abstractmethod
+    def build_lock(self, name: str) -> AbstractContextManager[None]:
+        """Hold a lock named ``name`` (blocking) that every process using this server sees:
+        one of them builds a kept template, the others wait and then use it."""
+
+    @abstractmethod
+    def publish(self, building: str, final: str, mark: str) -> None:
+        """Make the prepared template ``building`` available as ``final`` (replacing any),
+        ready and marked with ``mark``, in a step no reader can see half-done."""
+
+    @abstractmethod
+    def ready_mark(self, name: str) -> str | None:
+        """The mark ``publish`` gave template ``name``; None unless it is published."""
 
     def prepare_template(self, name: str) -> None:  # noqa: B027 - a hook, optional
         """Called once the template is migrated, before the first copy."""

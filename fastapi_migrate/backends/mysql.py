@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +170,19 @@ class _MysqlTemplate:
     triggers: list[str] = field(default_factory=list)
 
 
+# Statements that commit the transaction around them ("implicit commit" in the manuals);
+# CREATE TEMPORARY TABLE does not, but replacing the database once too often is only slower.
+_IMPLICIT_COMMIT = re.compile(
+    r"\s*(ALTER|CREATE|DROP|RENAME|TRUNCATE|GRANT|REVOKE|LOCK\s+TABLES|UNLOCK\s+TABLES|"
+    r"START\s+TRANSACTION|BEGIN|SET\s+AUTOCOMMIT|ANALYZE|OPTIMIZE|REPAIR|LOAD\s+DATA|FLUSH)\b",
+    re.IGNORECASE,
+)
+
+
+_MARKER = "fmpt_template_ready"
+"""The table that marks a kept template as complete; never copied."""
+
+
 class MysqlServer(ServerWithAdmin):
     """MySQL/MariaDB: replay ``SHOW CREATE TABLE`` (with foreign keys and indexes), copy the
     rows migrations inserted, then views and triggers.
@@ -185,6 +201,10 @@ class MysqlServer(ServerWithAdmin):
             conn.exec_driver_sql(f"CREATE DATABASE {self._quote(name)}")
         return self.url(name)
 
+    def commits_by_itself(self, statement: str) -> bool:
+        """MySQL/MariaDB commit before and after every DDL statement (and a few others)."""
+        return super().commits_by_itself(statement) or _IMPLICIT_COMMIT.match(statement) is not None
+
     def prepare_template(self, name: str) -> None:
         q = self._quote
         with self._admin.connect() as conn:
@@ -198,6 +218,8 @@ class MysqlServer(ServerWithAdmin):
             found = _MysqlTemplate(f"CHARACTER SET {charset} COLLATE {collation}")
             kinds = conn.exec_driver_sql(f"SHOW FULL TABLES FROM {q(name)}").all()
             for table, kind in kinds:
+                if table == _MARKER:
+                    continue
                 if kind == "VIEW":
                     row = conn.exec_driver_sql(f"SHOW CREATE VIEW {q(name)}.{q(table)}").one()
                     found.views.append(row[1])
@@ -281,6 +303,43 @@ class MysqlServer(ServerWithAdmin):
                     conn.exec_driver_sql(f"KILL CONNECTION {int(session)}")
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(name)}")
         self._templates.pop(name, None)
+
+    def identity(self) -> str:
+        with self._admin.connect() as conn:
+            return f"mysql {conn.exec_driver_sql('SELECT VERSION()').scalar()}"
+
+    @contextmanager
+    def build_lock(self, name: str) -> Iterator[None]:
+        # GET_LOCK on a connection of its own (the admin pool keeps none): freed if we die.
+        with self._admin.connect() as conn:
+            while conn.execute(text("SELECT GET_LOCK(:n, 60)"), {"n": name}).scalar() != 1:
+                pass  # another process is still building: keep waiting
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name})
+
+    def publish(self, building: str, final: str, mark: str) -> None:
+        # No RENAME DATABASE here: copy it to its name, then add the marker table last (copies
+        # skip it); a copy cut short leaves no marker, so the next builder starts again.
+        self.drop(final)
+        self.copy(building, final)
+        with self._admin.connect() as conn:
+            conn.execute(
+                text(f"CREATE TABLE {self._quote(final)}.{_MARKER} AS SELECT :m AS mark"),
+                {"m": mark},
+            )
+        self.drop(building)
+
+    def ready_mark(self, name: str) -> str | None:
+        with self._admin.connect() as conn:
+            try:
+                found = conn.exec_driver_sql(
+                    f"SELECT mark FROM {self._quote(name)}.{_MARKER}"
+                ).scalar()
+            except exc.DBAPIError:  # no such database, or no marker yet
+                return None
+        return None if found is None else str(found)
 
     def names(self) -> list[str]:
         with self._admin.connect() as conn:

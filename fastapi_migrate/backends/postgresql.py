@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,6 +233,9 @@ class PostgreSQL(Backend):
         return PostgresServer(url)
 
 
+_READY = "fastapi-migrate template, ready: "
+
+
 class PostgresServer(ServerWithAdmin):
     """``CREATE DATABASE ... TEMPLATE``: PostgreSQL copies the files, whatever the schema."""
 
@@ -290,6 +295,42 @@ class PostgresServer(ServerWithAdmin):
                 {"name": name},
             )
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(name)}")
+
+    def identity(self) -> str:
+        with self._admin.connect() as conn:
+            return f"postgresql {conn.dialect.server_version_info}"
+
+    @contextmanager
+    def build_lock(self, name: str) -> Iterator[None]:
+        # A session advisory lock on a connection of its own: the server frees it if we die.
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        with self._admin.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+    def publish(self, building: str, final: str, mark: str) -> None:
+        # The mark goes on first and survives the rename: the name appears already marked.
+        q = self._quote
+        with self._admin.connect() as conn:
+            conn.exec_driver_sql(f"COMMENT ON DATABASE {q(building)} IS '{_READY}{mark}'")
+            self.drop(final)
+            conn.exec_driver_sql(f"ALTER DATABASE {q(building)} RENAME TO {q(final)}")
+
+    def ready_mark(self, name: str) -> str | None:
+        with self._admin.connect() as conn:
+            comment = conn.execute(
+                text(
+                    "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                    "WHERE datname = :n"
+                ),
+                {"n": name},
+            ).scalar()
+        if not comment or not str(comment).startswith(_READY):
+            return None
+        return str(comment)[len(_READY) :]
 
     def names(self) -> list[str]:
         with self._admin.connect() as conn:

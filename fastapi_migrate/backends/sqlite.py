@@ -12,6 +12,8 @@ import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -169,6 +171,10 @@ def backup_file(database: str, backup_dir: Path, label: str) -> Path | None:
     return target
 
 
+_READY_SUFFIX = ".ready"
+"""Beside a kept template's file: its mark; the template is published once both exist."""
+
+
 class SqliteServer(DatabaseServer):
     """SQLite files in one directory; a copy is a file copy."""
 
@@ -204,8 +210,38 @@ class SqliteServer(DatabaseServer):
 
     def drop(self, name: str) -> None:
         main = self.path(name)
-        for suffix in ("", "-wal", "-shm", "-journal", ".migrate-lock"):
+        for suffix in (_READY_SUFFIX, "", "-wal", "-shm", "-journal", ".migrate-lock"):
             main.with_name(main.name + suffix).unlink(missing_ok=True)
+
+    def identity(self) -> str:
+        return f"sqlite {sqlite3.sqlite_version}"
+
+    @contextmanager
+    def build_lock(self, name: str) -> Iterator[None]:
+        with open(self.directory / f"{name}.build-lock", "a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # freed by the OS if we die
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _mark_file(self, name: str) -> Path:
+        return self.path(name).with_name(self.path(name).name + _READY_SUFFIX)
+
+    def publish(self, building: str, final: str, mark: str) -> None:
+        # The mark first, under the building's name; each rename is atomic, the file's last.
+        self.drop(final)
+        self._mark_file(building).write_text(mark)
+        os.replace(self._mark_file(building), self._mark_file(final))
+        os.replace(self.path(building), self.path(final))
+
+    def ready_mark(self, name: str) -> str | None:
+        if not self.path(name).is_file():
+            return None
+        try:
+            return self._mark_file(name).read_text()
+        except FileNotFoundError:
+            return None
 
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.directory.glob(f"{PREFIX}*.sqlite"))

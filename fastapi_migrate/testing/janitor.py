@@ -1,4 +1,5 @@
-"""``Janitor``: owns every database a test session makes on one server, and drops them all.
+"""``Janitor``: owns every database a test session makes on one server, and drops them all
+but the project's kept template.
 
 Names are ``fmpt_<host>_<pid>_<random>_<worker>_<n>``: unique per process and xdist worker, so
 runs never collide, and a crashed run's leftovers are recognizable: the next run on the same
@@ -32,6 +33,7 @@ from ..core.engine import migrate
 from ..core.result import MigrationResult
 from ..core.settings import MigrateSettings
 from .server_choice import server_url
+from .template_key import template_key
 
 log = logging.getLogger("fastapi_migrate")
 # PostgreSQL's DROP DATABASE waits for a checkpoint; drops running side by side share one.
@@ -107,7 +109,7 @@ class Janitor:
         self.server.drop(name)
         self._live.discard(name)
 
-    def _drop_soon(self, name: str) -> None:
+    def drop_soon(self, name: str) -> None:
         """Drop in background threads where a drop costs server work (a checkpoint on
         PostgreSQL), so the next test need not wait for it; ``close`` waits, and retries any
         that failed."""
@@ -157,6 +159,43 @@ class Janitor:
             raise
         return MigratedTemplate(self, name, url, result)
 
+    def kept_template(
+        self, settings: MigrateSettings, *, run: str, rebuild: bool = False
+    ) -> MigratedTemplate:
+        """The project's template for these migrations, kept on the server between runs.
+
+        Named after what decides its schema (``template_key``): found ready, it is used as it
+        is, without running a migration. Else one process builds it under a temporary name,
+        holding the server's build lock (the others wait for it, then find it ready), publishes
+        it, and drops the project's templates of other keys. ``rebuild``: build it again unless
+        this run (``run``: one id shared by its xdist workers) already did.
+        """
+        family, key = template_key(settings, self.server.identity())
+        final = f"{family}_{key}"
+
+        def usable() -> bool:
+            mark = self.server.ready_mark(final)
+            return mark is not None and (not rebuild or mark == run)
+
+        if usable():
+            return MigratedTemplate(self, final, self.server.url(final), None)
+        with self.server.build_lock(family):
+            if usable():  # built by another process while we waited
+                return MigratedTemplate(self, final, self.server.url(final), None)
+            building, url = self.create("build")
+            try:
+                result = migrate(template_settings(settings, url))
+                self.server.prepare_template(building)
+                self.server.publish(building, final, run)
+            except BaseException:
+                self.drop(building)
+                raise
+            self._live.discard(building)
+            for old in self.server.names():
+                if old.startswith(f"{family}_") and old != final:
+                    self.server.drop(old)
+        return MigratedTemplate(self, final, self.server.url(final), result)
+
     @contextmanager
     def copy(self, template: str) -> Iterator[str]:
         """The URL of a new copy of ``template``, dropped afterwards (also if the block fails)."""
@@ -166,7 +205,14 @@ class Janitor:
             url = self.server.copy(template, name)
             yield url
         finally:
-            self._drop_soon(name)
+            self.drop_soon(name)
+
+    def copy_kept(self, template: str) -> tuple[str, str]:
+        """A new copy of ``template`` that lives until ``drop_soon`` or ``close``: its name
+        and URL."""
+        name = self._new_name()
+        self._live.add(name)
+        return name, self.server.copy(template, name)
 
     def close(self) -> None:
         """Drop everything still alive, template included; release the server's connections."""
@@ -188,7 +234,8 @@ class MigratedTemplate:
     janitor: Janitor
     name: str
     url: str
-    result: MigrationResult
+    result: MigrationResult | None
+    """What migrating it did; None for a template kept from an earlier run."""
 
     @contextmanager
     def copy(self) -> Iterator[str]:
