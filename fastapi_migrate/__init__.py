@@ -1,8 +1,8 @@
 """fastapi-migrate: a FastAPI app brings its database schema up to date with Alembic on start."""
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .core.engine import migrate
 from .core.errors import (
     ConfigurationError,
     DatabaseUnavailable,
@@ -15,22 +15,35 @@ from .core.errors import (
     UnknownRevision,
     UnversionedDatabase,
 )
-from .core.result import MigrationResult
-from .core.settings import MigrateSettings
-from .core.trees import MigrationTree
-from .web.lifespan import migrate_on_startup
 
 if TYPE_CHECKING:
+    from .core.engine import migrate
+    from .core.result import MigrationResult
+    from .core.settings import MigrateSettings
+    from .core.trees import MigrationTree
     from .web.health import health_router
+    from .web.lifespan import migrate_on_startup
+
+# Imported on first use: Alembic, SQLAlchemy, pydantic-settings and FastAPI cost about a second
+# that every pytest run (the plugin loads this package), every CLI command and every import of
+# the errors would pay.
+_LAZY = {
+    "migrate": ".core.engine",
+    "MigrationResult": ".core.result",
+    "MigrateSettings": ".core.settings",
+    "MigrationTree": ".core.trees",
+    "health_router": ".web.health",
+    "migrate_on_startup": ".web.lifespan",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use: FastAPI costs ~0.5 s that every `fastapi-migrate` command paid.
-    if name == "health_router":
-        from .web.health import health_router
-
-        return health_router
-    raise AttributeError(f"module 'fastapi_migrate' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastapi_migrate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [
