@@ -283,14 +283,17 @@ def listing(call: AlembicCall) -> Callable[[Invocation], int]:
 
     def run(inv: Invocation) -> int:
         settings = inv.settings()
+        trees: list[tuple[str | None, MigrateSettings]]
         if inv.args.tree is not None or not settings.trees:
-            cfg, _ = scripts(settings.one_tree(inv.args.tree, inv.args.command))
-            call(cfg, inv.args)
-            return 0
-        for name, narrowed in settings.each_tree():
-            print(f"# migration tree {name}")
+            trees = [(None, settings.one_tree(inv.args.tree, inv.args.command))]
+        else:
+            trees = settings.each_tree()
+        for name, narrowed in trees:
+            if name is not None:
+                print(f"# migration tree {name}")
             cfg, _ = scripts(narrowed)
-            call(cfg, inv.args)
+            with preserved_logging():  # revision_environment = true runs env.py here too
+                call(cfg, inv.args)
         return 0
 
     return run
