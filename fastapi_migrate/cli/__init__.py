@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     group = common.add_argument_group("settings (default: environment, .env, alembic.ini)")
     # SUPPRESS: an option given before the subcommand is not reset by the subparser's default.
     group.add_argument(
-        "--config", metavar="INI", default=argparse.SUPPRESS, help="alembic.ini (MIGRATE_CONFIG)"
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="alembic.ini, or a pyproject.toml with [tool.alembic] (MIGRATE_CONFIG)",
     )
     group.add_argument(
         "--database-url",

@@ -45,7 +45,7 @@ from ..core.plan import format_revisions, plan_migration
 from ..core.redaction import error_line
 from ..core.settings import MigrateSettings, url_optional
 from ..core.version_table import DatabaseState, VersionTable, read_states
-from ..glue.config import alembic_config, load_scripts
+from ..glue.config import alembic_config, declares_tool_alembic, load_scripts
 from ..glue.logging_guard import preserved_logging
 from ..glue.run import run_on_connection
 from ..glue.schema_diff import schema_differences
@@ -286,14 +286,17 @@ def listing(call: AlembicCall) -> Callable[[Invocation], int]:
 
     def run(inv: Invocation) -> int:
         settings = inv.settings()
+        trees: list[tuple[str | None, MigrateSettings]]
         if inv.args.tree is not None or not settings.trees:
-            cfg, _ = scripts(settings.one_tree(inv.args.tree, inv.args.command))
-            call(cfg, inv.args)
-            return 0
-        for name, narrowed in settings.each_tree():
-            print(f"# migration tree {name}")
+            trees = [(None, settings.one_tree(inv.args.tree, inv.args.command))]
+        else:
+            trees = settings.each_tree()
+        for name, narrowed in trees:
+            if name is not None:
+                print(f"# migration tree {name}")
             cfg, _ = scripts(narrowed)
-            call(cfg, inv.args)
+            with preserved_logging():  # revision_environment = true runs env.py here too
+                call(cfg, inv.args)
         return 0
 
     return run
@@ -426,9 +429,37 @@ path_separator = os
 """
 
 
+_TOOL_ALEMBIC = """
+[tool.alembic]
+# Written by `fastapi-migrate init --pyproject`: Alembic 1.16+ reads this table, and so does
+# fastapi-migrate. The database URL comes from DATABASE_URL (fastapi-migrate's settings).
+script_location = "%(here)s/{location}"
+prepend_sys_path = ["."]
+"""
+
+
+def _pyproject_ready(pyproject: Path) -> None:
+    """Refuse a pyproject.toml that already configures Alembic, or an Alembic that cannot read
+    one, before anything is written."""
+    if not hasattr(Config, "get_alembic_option"):
+        import alembic
+
+        raise ConfigurationError(
+            f"init --pyproject: Alembic {alembic.__version__} does not read pyproject.toml "
+            "(1.16 or later does): upgrade Alembic, or use init --ini"
+        )
+    if pyproject.exists() and declares_tool_alembic(pyproject):
+        raise ConfigurationError(
+            f"{pyproject.resolve()} already has a [tool.alembic] table; not overwriting it"
+        )
+
+
 def init(inv: Invocation) -> int:
-    """Scaffold a migrations folder whose ``env.py`` needs no editing (and an alembic.ini)."""
+    """Scaffold a migrations folder whose ``env.py`` needs no editing (and an alembic.ini, or
+    a ``[tool.alembic]`` table in pyproject.toml)."""
     a = inv.args
+    if a.ini and a.pyproject:
+        raise ConfigurationError("init: --ini and --pyproject do not go together; pick one")
     location = a.directory or inv.settings().script_location or "migrations"
     if ":" in location and not Path(location).is_absolute():
         raise ConfigurationError(
@@ -438,9 +469,11 @@ def init(inv: Invocation) -> int:
     directory = Path(location)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ConfigurationError(f"{directory}/ exists and is not empty; not overwriting it")
-    ini = Path("alembic.ini")
+    ini, pyproject = Path("alembic.ini"), Path("pyproject.toml")
     if a.ini and ini.exists():
         raise ConfigurationError(f"{ini.resolve()} exists; not overwriting it")
+    if a.pyproject:
+        _pyproject_ready(pyproject)
     (directory / "versions").mkdir(parents=True, exist_ok=True)
     template = files("fastapi_migrate") / "templates" / "fastapi"
     for item in template.iterdir():
@@ -451,6 +484,14 @@ def init(inv: Invocation) -> int:
         relative = os.path.relpath(directory.resolve(), ini.resolve().parent)
         ini.write_text(_INI.format(location=Path(relative).as_posix().replace("%", "%%")))
         print(f"created {ini} (script_location = {relative}; no URL: DATABASE_URL is used)")
+    if a.pyproject:
+        relative = os.path.relpath(directory.resolve(), pyproject.resolve().parent)
+        location = Path(relative).as_posix().replace("%", "%%")
+        before = pyproject.read_text() if pyproject.exists() else ""
+        separator = "" if not before or before.endswith("\n") else "\n"
+        pyproject.write_text(before + separator + _TOOL_ALEMBIC.format(location=location))
+        verb = "added [tool.alembic] to" if before else "created"
+        print(f"{verb} {pyproject} (script_location = {relative}; no URL: DATABASE_URL is used)")
     print(
         "next: set DATABASE_URL and MIGRATE_METADATA=app.models:Base.metadata, then run "
         'fastapi-migrate revision --autogenerate -m "first"'
@@ -503,6 +544,12 @@ COMMANDS: tuple[Command, ...] = (
                 help="default: MIGRATE_SCRIPT_LOCATION, else migrations",
             ),
             arg("--ini", action="store_true", help="also write an alembic.ini for `alembic`"),
+            arg(
+                "--pyproject",
+                action="store_true",
+                help="also add a [tool.alembic] table to pyproject.toml (Alembic 1.16+), for "
+                "`alembic`, instead of an alembic.ini",
+            ),
         ),
         "Write DIR/env.py (URL and models from the settings; batch mode and transactional DDL "
         "on SQLite; async drivers; logging left alone), script.py.mako and versions/. Refuses "

@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..backends.database import Database, DedicatedConnection
 from ..backends.sessions import migration_sessions
 from ..glue.config import alembic_config, load_scripts
-from ..glue.heads import script_heads
+from ..glue.heads import HeadsLookup, lookup_heads
 from ..glue.run import run_on_connection, run_upgrade, stamp
 from .errors import (
     LockLost,
@@ -103,6 +103,7 @@ class Tree:
     cfg: Config
     script: ScriptDirectory | None = None
     heads_read_from: str | None = None  # "cache" or "text", for the debug log
+    lookup: HeadsLookup | None = None  # once per start: no revision file is read twice
 
     @property
     def table(self) -> VersionTable:
@@ -126,14 +127,19 @@ class Tree:
             raise type(error)(f"migration tree {self.name!r}: {error}") from error.__cause__
 
     def scripts(self) -> ScriptDirectory:
+        """The scripts, loaded by Alembic once; their heads are then cached for the next start."""
         if self.script is None:
             with self.named():
                 self.script = load_scripts(self.cfg)
+            if self.lookup is not None:
+                self.lookup.remember(self.script)
         return self.script
 
     def target_from_text(self) -> tuple[str, ...] | None:
         """The target's revisions, read without executing a revision file; None if unsure."""
-        heads = script_heads(self.cfg)
+        if self.lookup is None:
+            self.lookup = lookup_heads(self.cfg)
+        heads = self.lookup.heads
         self.heads_read_from = heads.source if heads is not None else None
         return heads.target(self.settings.target) if heads is not None else None
 

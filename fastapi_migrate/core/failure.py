@@ -1,9 +1,11 @@
 """``migration_failed``: the one message of a failed migration, and what to do about it.
 
-It says which revision failed (read from the traceback, else the first one not applied), where
-the database was left, and the hints that apply: a DDL lock timeout, a missing privilege,
-statements of an ``autocommit_block()`` that stayed applied, and what the database itself adds
-(``Backend.failure_hint``: MySQL's half-applied revisions, PostgreSQL's INVALID indexes).
+It says which revision failed (read from the traceback, else the first one not applied), or that
+``env.py`` failed outside Alembic's ``run_migrations`` (an import, its logging setup, its engine:
+no revision is to blame), where the database was left, and the hints that apply: a DDL lock
+timeout, a missing privilege, statements of an ``autocommit_block()`` that stayed applied, and
+what the database itself adds (``Backend.failure_hint``: MySQL's half-applied revisions,
+PostgreSQL's INVALID indexes).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from alembic.script import ScriptDirectory
 
 from ..backends.base import Failure
 from ..backends.database import Database
-from ..glue.run import failed_revision
+from ..glue.run import failed_outside_migrations, failed_revision
 from .errors import MigrationFailed
 from .plan import MigrationPlan, format_revisions
 from .redaction import error_line
@@ -36,9 +38,17 @@ def migration_failed(
 ) -> MigrationFailed:
     """The ``MigrationFailed`` for ``error``, raised while applying ``plan``."""
     failed = None if plan.create_all else failed_revision(error, script, plan.pending)
-    if failed is None and not plan.create_all and len(applied) < len(plan.pending):
+    in_env_py = not plan.create_all and failed is None and failed_outside_migrations(error)
+    if failed is None and not (plan.create_all or in_env_py) and len(applied) < len(plan.pending):
         failed = plan.pending[len(applied)]
-    what = "MIGRATE_EMPTY_DATABASE=create_all" if plan.create_all else f"revision {failed or '?'}"
+    when = ""
+    if plan.create_all:
+        what = "MIGRATE_EMPTY_DATABASE=create_all"
+    elif in_env_py:
+        what = f"env.py ({script.env_py_location})"
+        when = f" after {', '.join(applied)} ran" if applied else " before any revision ran"
+    else:
+        what = f"revision {failed or '?'}"
     table = VersionTable(settings.version_table, settings.version_table_schema)
     try:
         left = format_revisions(db.run(table.read_if_present))
@@ -64,7 +74,7 @@ def migration_failed(
         )
     hint += db.backend.failure_hint(failure, db)
     return MigrationFailed(
-        f"{what} failed: {error_line(error, [db.url])}; {where}{hint}",
+        f"{what} failed{when}: {error_line(error, [db.url])}; {where}{hint}",
         revision=failed,
         current_revision=left,
     )

@@ -1,4 +1,5 @@
-"""``MigrateSettings``: one place that reads the environment, ``.env`` and alembic.ini."""
+"""``MigrateSettings``: one place that reads the environment, ``.env`` and Alembic's config files
+(alembic.ini, and pyproject.toml's ``[tool.alembic]`` since Alembic 1.16)."""
 
 from __future__ import annotations
 
@@ -110,12 +111,16 @@ class MigrateSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _defaults_from_alembic_ini(self) -> MigrateSettings:
-        if self.config is None and Path("alembic.ini").is_file():
-            self.config = Path("alembic.ini")
+        if self.config is None:
+            self.config = next((p for p in (_INI, _PYPROJECT) if p.is_file()), None)
         if self.config is not None and not self.config.is_file():
-            raise ValueError(f"MIGRATE_CONFIG: {str(self.config)!r} is not a file")
-        if self.database_url is None and self.config is not None:
-            url = Config(str(self.config)).get_main_option("sqlalchemy.url")
+            raise ValueError(
+                f"MIGRATE_CONFIG: {str(self.config)!r} is not a file (give the path of an "
+                "alembic.ini, or of a pyproject.toml with a [tool.alembic] table)"
+            )
+        ini = self.config_files()[0]
+        if self.database_url is None and ini is not None:
+            url = Config(str(ini)).get_main_option("sqlalchemy.url")
             self.database_url = url or None
         if self.database_url is None and self.mode != "off" and _url_required.get():
             raise ValueError(
@@ -162,6 +167,16 @@ class MigrateSettings(BaseSettings):
             )
         return self.for_tree(self.trees[names.index(name)])
 
+    def config_files(self) -> tuple[Path | None, Path | None]:
+        """The alembic.ini and the pyproject.toml to read, either may be None: the file
+        ``config`` names (a pyproject.toml by its name, as Alembic decides), and the other one
+        beside it, else in the working directory (where Alembic's command line looks)."""
+        if self.config is None:
+            return None, None
+        if self.config.name == _PYPROJECT.name:
+            return _companion(self.config, _INI), self.config
+        return self.config, _companion(self.config, _PYPROJECT)
+
     @property
     def ddl_url(self) -> str | None:
         """The URL migrations run with: ``MIGRATE_DATABASE_URL``, else ``DATABASE_URL``."""
@@ -170,6 +185,17 @@ class MigrateSettings(BaseSettings):
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             yield name, (mask_url(value) if name in _URL_FIELDS and value else value)
+
+
+_INI = Path("alembic.ini")
+_PYPROJECT = Path("pyproject.toml")
+
+
+def _companion(config: Path, name: Path) -> Path | None:
+    for candidate in (config.parent / name, name):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 _ENV_NAMES = {

@@ -1,12 +1,17 @@
-"""Alembic's ``Config`` and scripts, built from ``MigrateSettings``."""
+"""Alembic's ``Config`` and scripts, built from ``MigrateSettings``: alembic.ini and
+pyproject.toml's ``[tool.alembic]`` read as Alembic's command line reads them."""
 
 from __future__ import annotations
 
 import argparse
+import configparser
+import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+import alembic
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
@@ -16,6 +21,15 @@ from ..core.errors import ConfigurationError
 from ..core.settings import MigrateSettings
 
 _LOGGING_SECTIONS = ("loggers", "handlers", "formatters")
+# ``Config(toml_file=...)`` and ``get_alembic_option`` arrived in Alembic 1.16.
+_READS_TOML = hasattr(Config, "get_alembic_option")
+
+
+def alembic_option(cfg: Config, name: str) -> Any:
+    """An option of ``[alembic]`` in alembic.ini, else of ``[tool.alembic]`` in pyproject.toml
+    (a TOML value keeps its type: a list, a bool), else None."""
+    value = cfg.get_alembic_option(name) if _READS_TOML else cfg.get_main_option(name)
+    return value == "true" if value in ("true", "false") else value
 
 
 def alembic_config(
@@ -25,19 +39,12 @@ def alembic_config(
     metadata: MetaData | None = None,
     connection: Connection | None = None,
 ) -> Config:
-    """An Alembic ``Config`` built from the settings, with no file name for ``env.py`` to feed
-    to ``fileConfig``; the URL reaches ``env.py`` as ``sqlalchemy.url``, ``-x url=`` and
-    ``config.attributes``."""
+    """An Alembic ``Config`` from the settings' alembic.ini and pyproject.toml. ``env.py`` sees
+    the ini's file name, but ``fileConfig`` does nothing while it runs (``logging_guard``); the
+    URL reaches it as ``sqlalchemy.url``, ``-x url=`` and ``config.attributes``."""
     url = url if url is not None else settings.ddl_url
-    if settings.config is not None:
-        cfg = Config(str(settings.config))
-        cfg.file_config  # noqa: B018 - parse the ini (and its %(here)s) while the name is known
-        for section in _LOGGING_SECTIONS:
-            cfg.file_config.remove_section(section)
-        cfg.config_file_name = None
-    else:
-        cfg = Config()
-    location = settings.script_location or cfg.get_main_option("script_location") or "migrations"
+    cfg = _read_files(*settings.config_files())
+    location = settings.script_location or alembic_option(cfg, "script_location") or "migrations"
     cfg.set_main_option("script_location", location)
     if url is not None:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -55,6 +62,56 @@ def alembic_config(
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg
+
+
+def _read_files(ini: Path | None, toml: Path | None) -> Config:
+    """The files parsed now, so that a broken one is a clear ``ConfigurationError`` naming it;
+    logging sections dropped (nothing of ours configures logging from them)."""
+    options: dict[str, Any] = {}
+    if toml is not None:
+        if _READS_TOML:
+            options["toml_file"] = str(toml)
+        elif declares_tool_alembic(toml):
+            raise ConfigurationError(
+                f"{toml}: its [tool.alembic] table needs Alembic 1.16 or later (installed: "
+                f"{alembic.__version__}): upgrade Alembic (pip install 'alembic>=1.16'), or "
+                "move those options to the [alembic] section of an alembic.ini"
+            )
+    cfg = Config(str(ini) if ini is not None else None, **options)
+    try:
+        cfg.file_config  # noqa: B018 - parse the ini (and its %(here)s) now
+        if toml is not None and _READS_TOML:
+            cfg.toml_alembic_config  # noqa: B018 - likewise pyproject.toml
+    except (configparser.Error, CommandError, ValueError, UnicodeDecodeError) as error:
+        # tomllib's TOMLDecodeError is a ValueError
+        problem = " ".join(str(error).split())
+        raise ConfigurationError(
+            f"Alembic's configuration ({', '.join(str(p) for p in (ini, toml) if p)}): {problem}"
+        ) from None
+    for section in _LOGGING_SECTIONS:
+        cfg.file_config.remove_section(section)
+    return cfg
+
+
+_TOOL_ALEMBIC = re.compile(r"^\s*\[\s*tool\s*\.\s*alembic\s*[\].]|^\s*tool\s*\.\s*alembic\b", re.M)
+
+
+def declares_tool_alembic(toml: Path) -> bool:
+    """Whether pyproject.toml has a ``[tool.alembic]`` table (read without Alembic, which may
+    be too old to read it)."""
+    try:
+        text = toml.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if sys.version_info >= (3, 11):
+        import tomllib
+
+        try:
+            tool = tomllib.loads(text).get("tool", {})
+        except tomllib.TOMLDecodeError:
+            return False
+        return isinstance(tool, dict) and "alembic" in tool
+    return _TOOL_ALEMBIC.search(text) is not None
 
 
 def load_scripts(cfg: Config) -> ScriptDirectory:

@@ -13,7 +13,10 @@ running them:
 
 The answer is only ever the heads or "don't know" (None): anything unusual (a line the reader
 doubts, branch labels, ``depends_on``, several heads for ``head``, a target other than
-``head``/``heads``/an exact id) leaves the engine to load the scripts with Alembic.
+``head``/``heads``/an exact id) leaves the engine to load the scripts with Alembic. Once Alembic
+has loaded them, ``HeadsLookup.remember`` caches its answer under the fingerprint taken before:
+a history the reader cannot vouch for (``__import__``, ``import *``, helpers from the app) costs
+a full load on the first start after a change only, and no file is read twice in a start.
 """
 
 from __future__ import annotations
@@ -32,12 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from alembic.util import coerce_resource_to_filename
+
+from .config import alembic_option
 
 log = logging.getLogger("fastapi_migrate")
 
 CACHE_NAME = "fastapi_migrate_heads.json"
-_FORMAT = 1  # bump when the reading rules change: old caches are then ignored
+_FORMAT = 2  # bump when the reading rules change: old caches are then ignored
 # A file changed within this window of the fingerprint might change again within the same
 # timestamp tick (1-2 s on coarse file systems) without its stat changing: never cache it.
 _RACY_NS = 2_000_000_000
@@ -70,22 +76,28 @@ _DYNAMIC = (
     b"import *",
     b"import*",
 )
-_STRING = re.compile(rb"""'([A-Za-z0-9_]+)'|"([A-Za-z0-9_]+)\"""")
+# A quoted revision id: no quote, backslash or whitespace inside (escapes are left to Alembic).
+_STRING = re.compile(rb"""'([^'"\\\s]+)'|"([^'"\\\s]+)\"""")
 _RESERVED = {"head", "heads", "base", "current"}
+# Characters Alembic refuses in a revision id (``Revision.verify_rev_id``: dots are fine), and
+# quotes and backslashes, left to Alembic.
+_DOUBTFUL = frozenset("@-+:'\"\\")
 
 
 @dataclass(frozen=True)
 class ScriptHeads:
     """The revision graph's heads and every revision id, as Alembic would find them."""
 
-    heads: tuple[str, ...]
+    heads: tuple[str, ...]  # what ``head`` resolves to (Alembic's ``RevisionMap.heads``)
     revisions: frozenset[str]
     source: str  # "cache" or "text" (of the files), for the debug log
+    # What ``heads`` resolves to: the same but where ``depends_on`` makes them differ.
+    real_heads: tuple[str, ...] | None = None
 
     def target(self, target: str) -> tuple[str, ...] | None:
         """The revisions ``target`` names, for the targets this path understands; else None."""
         if target == "heads":
-            return self.heads
+            return self.real_heads if self.real_heads is not None else self.heads
         if target == "head":
             return self.heads if len(self.heads) == 1 else None
         if target in self.revisions:
@@ -93,35 +105,70 @@ class ScriptHeads:
         return None
 
 
+@dataclass
+class HeadsLookup:
+    """One start's look at a versions folder: the heads if known without executing a file,
+    and what is needed to cache Alembic's answer once it has loaded the scripts."""
+
+    heads: ScriptHeads | None
+    key: str | None = None
+    cache: Path | None = None
+    cacheable: bool = False  # no file changed within the racy window before the fingerprint
+
+    def remember(self, script: ScriptDirectory) -> None:
+        """Cache the heads of the scripts Alembic loaded, under the fingerprint taken before
+        loading them: the next start with unchanged files executes none. Never an error."""
+        if self.heads is not None or not self.cacheable or self.key is None or self.cache is None:
+            return
+        try:
+            revision_map = script.revision_map
+            heads = tuple(sorted(revision_map.heads))
+            real = tuple(sorted(revision_map._real_heads))
+            revisions = frozenset(s.revision for s in script.walk_revisions())
+        except Exception as error:  # a cache is never worth a failed start
+            log.debug("no-op check: heads not cached (%s)", type(error).__name__)
+            return
+        found = ScriptHeads(heads, revisions, "cache", None if real == heads else real)
+        _write_cache(self.cache, self.key, found)
+        self.heads = found
+
+
 def script_heads(cfg: Config) -> ScriptHeads | None:
     """The graph's heads without executing a revision file; None when in any doubt."""
+    return lookup_heads(cfg).heads
+
+
+def lookup_heads(cfg: Config) -> HeadsLookup:
+    """The graph's heads from the cache or the files' text (each file read at most once), and
+    the fingerprint to cache Alembic's answer under when they are not known."""
     folders = version_folders(cfg)
     if folders is None:
-        return None
+        return HeadsLookup(None)
     before = time.time_ns()
     found = _fingerprint(folders)
     if not found.files:
-        return None
+        return HeadsLookup(None)
     cache = folders[0] / "__pycache__" / CACHE_NAME
+    cacheable = found.newest() <= before - _RACY_NS
     cached = _read_cache(cache, found.key)
     if cached is not None:
-        return cached
+        return HeadsLookup(cached)
+    lookup = HeadsLookup(None, found.key, cache, cacheable)
     graph = _read_graph(found.files)
     if graph is None:
-        return None
+        return lookup
     heads = _heads(graph)
-    if heads is not None and found.newest() <= before - _RACY_NS:
+    if heads is not None and cacheable:
         _write_cache(cache, found.key, heads)
-    return heads
+    lookup.heads = heads
+    return lookup
 
 
 def version_folders(cfg: Config) -> list[Path] | None:
     """The folders Alembic reads revisions from; None for layouts this path leaves to Alembic."""
-    if cfg.get_alembic_boolean_option("sourceless") or cfg.get_alembic_boolean_option(
-        "recursive_version_locations"
-    ):
+    if alembic_option(cfg, "sourceless") or alembic_option(cfg, "recursive_version_locations"):
         return None
-    location = cfg.get_alembic_option("script_location")
+    location = alembic_option(cfg, "script_location")
     if not isinstance(location, str) or not location:
         return None
     if not coerce_resource_to_filename(location).is_dir():
@@ -239,10 +286,13 @@ def _literal(value: bytes) -> str | tuple[str, ...] | None:
         return ()
     match = _STRING.fullmatch(value)
     if match is not None:
-        return _identifier((match[1] or match[2]).decode())
+        try:
+            return _identifier((match[1] or match[2]).decode())
+        except UnicodeDecodeError:
+            return None
     if value[:1] in (b"(", b"[") and value[-1:] in (b")", b"]"):
         try:
-            items = ast.literal_eval(value.decode("ascii"))
+            items = ast.literal_eval(value.decode())
         except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
             return None
         if not isinstance(items, tuple | list) or not items:
@@ -253,8 +303,10 @@ def _literal(value: bytes) -> str | tuple[str, ...] | None:
 
 
 def _identifier(value: str) -> str | None:
-    plain = value.isascii() and value.replace("_", "a").isalnum()
-    return value if plain and value not in _RESERVED else None
+    """``value`` if Alembic takes it as a revision id as written (``v3.0.0.a`` included);
+    None for the reserved words and anything with a character in doubt."""
+    plain = value.isprintable() and not any(c.isspace() or c in _DOUBTFUL for c in value)
+    return value if value and plain and value not in _RESERVED else None
 
 
 def _heads(graph: dict[str, tuple[str, ...]]) -> ScriptHeads | None:
@@ -289,14 +341,15 @@ def _read_cache(path: Path, key: str) -> ScriptHeads | None:
         return None
     if not isinstance(data, dict) or data.get("format") != _FORMAT or data.get("key") != key:
         return None
-    heads, revisions = data.get("heads"), data.get("revisions")
-    if not isinstance(heads, list) or not isinstance(revisions, list):
+    lists = [data.get(name) for name in ("heads", "real_heads", "revisions")]
+    if not all(isinstance(x, list) and all(isinstance(r, str) for r in x) for x in lists):
         return None
-    if not all(isinstance(r, str) for r in [*heads, *revisions]) or not set(heads) <= set(
-        revisions
-    ):
+    heads, real, revisions = lists[0] or [], lists[1] or [], lists[2] or []
+    if not set(heads + real) <= set(revisions):
         return None
-    return ScriptHeads(tuple(heads), frozenset(revisions), "cache")
+    return ScriptHeads(
+        tuple(heads), frozenset(revisions), "cache", None if real == heads else tuple(real)
+    )
 
 
 def _write_cache(path: Path, key: str, heads: ScriptHeads) -> None:
@@ -305,6 +358,7 @@ def _write_cache(path: Path, key: str, heads: ScriptHeads) -> None:
         "format": _FORMAT,
         "key": key,
         "heads": list(heads.heads),
+        "real_heads": list(heads.real_heads if heads.real_heads is not None else heads.heads),
         "revisions": sorted(heads.revisions),
     }
     temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")

@@ -1,14 +1,22 @@
 """Running ``env.py``: upgrades with a callback per revision, stamps, and Alembic commands on
-our own connection, with the app's logging kept as it was."""
+our own connection, with the app's logging kept as it was.
+
+``env.py`` files as projects write them: the connection in ``config.attributes["connection"]``
+also answers ``.connect()`` (pytest-alembic's convention treats it as an Engine), and an upgrade
+refuses, before anything is written, a version table that ``env.py`` moves away from the one
+fastapi-migrate reads on every start.
+"""
 
 from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import alembic.runtime.migration
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationContext, MigrationInfo
@@ -16,6 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData
 
 from ..backends.database import DedicatedConnection
+from ..core.errors import ConfigurationError
 from ..core.settings import MigrateSettings
 from .config import alembic_config, environment_options
 from .logging_guard import preserved_logging
@@ -49,7 +58,8 @@ def run_upgrade(
 
     with (
         preserved_logging(),
-        EnvironmentContext(
+        _environment(
+            settings,
             cfg,
             script,
             fn=upgrade,
@@ -59,6 +69,46 @@ def run_upgrade(
         ),
     ):
         script.run_env()
+
+
+class _CheckedEnvironment(EnvironmentContext):
+    """Refuses, as ``env.py`` configures the context and before anything is written, a version
+    table other than the settings': every later start would read the wrong one (and find the
+    database unversioned)."""
+
+    settings: MigrateSettings | None = None
+
+    def configure(self, *args: Any, **kwargs: Any) -> None:
+        super().configure(*args, **kwargs)
+        s, context = self.settings, self.get_context()
+        given = (context.version_table, context.version_table_schema)
+        if s is None or given == (s.version_table, s.version_table_schema):
+            return
+        table = ".".join(p for p in (context.version_table_schema, context.version_table) if p)
+        ours = ".".join(p for p in (s.version_table_schema, s.version_table) if p)
+        fixes = []
+        if context.version_table_schema != s.version_table_schema:
+            fixes.append(f"MIGRATE_VERSION_TABLE_SCHEMA={context.version_table_schema or ''}")
+        if context.version_table != s.version_table:
+            fixes.append(f"MIGRATE_VERSION_TABLE={context.version_table}")
+        raise ConfigurationError(
+            f"env.py configures the version table {table} (context.configure), but "
+            f"fastapi-migrate reads {ours} on every start: set {' and '.join(fixes)}, or let "
+            "env.py take version_table and version_table_schema from the settings "
+            "(config.attributes); nothing was migrated"
+        )
+
+
+def _environment(settings: MigrateSettings, *args: Any, **kwargs: Any) -> EnvironmentContext:
+    """The checked environment where Alembic's ``context`` module can proxy a subclass (its
+    proxies are registered per class), else Alembic's own (``verify`` then reports it)."""
+    setups = getattr(EnvironmentContext, "_setups", None)
+    if not isinstance(setups, dict) or EnvironmentContext not in setups:
+        return EnvironmentContext(*args, **kwargs)
+    setups.setdefault(_CheckedEnvironment, setups[EnvironmentContext])
+    environment = _CheckedEnvironment(*args, **kwargs)
+    environment.settings = settings
+    return environment
 
 
 def stamp(
@@ -85,6 +135,18 @@ def failed_revision(
     return None
 
 
+def failed_outside_migrations(error: BaseException) -> bool:
+    """Whether ``error`` was raised outside Alembic's ``MigrationContext.run_migrations`` (so by
+    ``env.py`` itself, before or after the revisions), read from the traceback."""
+    return not any(
+        frame.name == "run_migrations" and Path(frame.filename).resolve() == _MIGRATION_MODULE
+        for frame in traceback.extract_tb(error.__traceback__)
+    )
+
+
+_MIGRATION_MODULE = Path(alembic.runtime.migration.__file__).resolve()
+
+
 def run_on_connection(
     settings: MigrateSettings,
     connection: DedicatedConnection,
@@ -96,7 +158,7 @@ def run_on_connection(
     without committing is committed here, and rolled back if it raised."""
     sync = connection.sync_connection
     cfg = alembic_config(settings, metadata=metadata, connection=sync)
-    with preserved_logging():
+    with preserved_logging(), _connectable(sync):
         try:
             run(cfg)
         except BaseException:
@@ -105,3 +167,37 @@ def run_on_connection(
             raise
     if sync is not None and sync.in_transaction():
         sync.commit()
+
+
+class _Borrowed:
+    """What ``.connect()`` gives an ``env.py`` that takes ``config.attributes["connection"]`` for
+    an Engine: our connection, which its ``with`` block (or ``close()``) must not close."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    def __enter__(self) -> Connection:
+        return self._connection
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+@contextmanager
+def _connectable(connection: Connection | None) -> Iterator[None]:
+    """Within the block ``connection.connect()`` works as ``Engine.connect()`` does (pytest-
+    alembic's ``env.py`` convention, copied into many projects)."""
+    if connection is None:
+        yield
+        return
+    connection.__dict__["connect"] = lambda: _Borrowed(connection)
+    try:
+        yield
+    finally:
+        connection.__dict__.pop("connect", None)

@@ -1,4 +1,5 @@
-"""``schema_differences``: how the models differ from the database, one readable line each.
+"""``schema_differences``: how the models differ from the database, one readable line each;
+``schema_snapshot``: the database's schema as it reports it, to compare two moments.
 
 Alembic's autogenerate ``compare_metadata`` finds the differences; this names them for a human
 (a CI log), where Alembic's own tuples show reprs of ``Table`` and ``Column`` objects.
@@ -7,11 +8,12 @@ Alembic's autogenerate ``compare_metadata`` finds the differences; this names th
 from __future__ import annotations
 
 from collections.abc import Collection
+from contextlib import suppress
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Column, Connection, Index, MetaData, Table
+from sqlalchemy import Column, Connection, Index, MetaData, Table, inspect
 from sqlalchemy.schema import Constraint
 
 _MISSING = "in the models, missing from the database"
@@ -100,3 +102,66 @@ def _show(value: Any) -> str:
         except Exception:
             return repr(value)
     return str(value)
+
+
+def schema_snapshot(
+    connection: Connection, *, leave_out: Collection[str] = (), schema: str | None = None
+) -> dict[str, str]:
+    """The schema as the database reports it, one entry per thing (``table t``, ``column
+    t.c``, ``index ix on t``, ``enum e``...) and its description; tables in ``leave_out`` (the
+    version tables) are not in it. Two snapshots compare with ``snapshot_differences``."""
+    inspector = inspect(connection)
+    found: dict[str, str] = {}
+    dialect = connection.dialect
+    for table in sorted(inspector.get_table_names(schema=schema)):
+        if table in leave_out:
+            continue
+        found[f"table {table}"] = ""
+        for column in inspector.get_columns(table, schema=schema):
+            kind = column["type"].compile(dialect=dialect)
+            null = "NULL" if column["nullable"] else "NOT NULL"
+            default = f" DEFAULT {column['default']}" if column.get("default") else ""
+            found[f"column {table}.{column['name']}"] = f"{kind} {null}{default}"
+        pk = inspector.get_pk_constraint(table, schema=schema)
+        if pk and pk.get("constrained_columns"):
+            found[f"primary key on {table}"] = ", ".join(pk["constrained_columns"])
+        for fk in inspector.get_foreign_keys(table, schema=schema):
+            columns = ", ".join(fk["constrained_columns"])
+            found[f"foreign key {fk.get('name') or '(unnamed)'} on {table} ({columns})"] = (
+                f"-> {fk['referred_table']} ({', '.join(fk['referred_columns'])})"
+            )
+        for index in inspector.get_indexes(table, schema=schema):
+            unique = "UNIQUE " if index.get("unique") else ""
+            columns = ", ".join(str(c) for c in index.get("column_names") or [])
+            found[f"index {index.get('name') or '(unnamed)'} on {table}"] = f"{unique}({columns})"
+        for unique_constraint in inspector.get_unique_constraints(table, schema=schema):
+            name = unique_constraint.get("name") or "(unnamed)"
+            columns = ", ".join(unique_constraint["column_names"])
+            found[f"unique constraint {name} on {table}"] = f"({columns})"
+        with suppress(NotImplementedError):
+            for check in inspector.get_check_constraints(table, schema=schema):
+                name = check.get("name") or "(unnamed)"
+                found[f"check constraint {name} on {table}"] = str(check.get("sqltext"))
+    for view in sorted(inspector.get_view_names(schema=schema)):
+        found[f"view {view}"] = ""
+    get_enums = getattr(inspector, "get_enums", None)  # PostgreSQL: types outlive tables
+    if get_enums is not None:
+        for enum in get_enums(schema=schema or "public"):
+            found[f"enum {enum['name']}"] = ", ".join(enum["labels"])
+    with suppress(NotImplementedError):
+        for sequence in sorted(inspector.get_sequence_names(schema=schema)):
+            found[f"sequence {sequence}"] = ""
+    return found
+
+
+def snapshot_differences(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """What ``after`` has that ``before`` had not, lacks, or describes differently."""
+    lines = []
+    for thing in sorted(before.keys() | after.keys()):
+        if thing not in before:
+            lines.append(f"{thing}: left behind ({after[thing] or 'exists'})")
+        elif thing not in after:
+            lines.append(f"{thing}: gone")
+        elif before[thing] != after[thing]:
+            lines.append(f"{thing}: was {before[thing]}, now {after[thing]}")
+    return lines

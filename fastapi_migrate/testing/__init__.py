@@ -2,12 +2,14 @@
 
 ```python
 from fastapi_migrate.testing import (
-    assert_models_match_migrations, assert_single_head, assert_upgrade_downgrade_roundtrip,
+    assert_downgrade_leaves_no_trace, assert_models_match_migrations, assert_single_head,
+    assert_upgrade_downgrade_roundtrip,
 )
 
 def test_migrations():
     assert_single_head()
     assert_upgrade_downgrade_roundtrip()
+    assert_downgrade_leaves_no_trace()
     assert_models_match_migrations()
 ```
 
@@ -21,12 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .assertions import (
+        assert_downgrade_leaves_no_trace,
         assert_models_match_migrations,
         assert_single_head,
         assert_upgrade_downgrade_roundtrip,
     )
 
 __all__ = [
+    "assert_downgrade_leaves_no_trace",
     "assert_models_match_migrations",
     "assert_single_head",
     "assert_upgrade_downgrade_roundtrip",
