@@ -227,8 +227,10 @@ class Start:
         def migrated_meanwhile() -> bool:
             try:
                 found = self.noop_if_at(self.read, targets)
-            except (SQLAlchemyError, OSError):
-                return False  # no version table yet, or no connection: not known to be there
+            except MigrationError:
+                raise
+            except Exception:  # no version table yet, no connection: not known to be there
+                return False
             reached[:] = [found] if found is not None else []
             return found is not None
 
@@ -266,7 +268,9 @@ class Start:
                 plans = self.plans(self.read)
             except UnversionedDatabase:
                 return None  # a release job with a baseline may adopt it yet
-            except (SQLAlchemyError, OSError) as error:
+            except MigrationError:
+                raise
+            except Exception as error:  # a driver's error, raw or wrapped: read again
                 problem[0] = f"; last read failed: {error_line(error, [self.db.url])}"
                 log.debug("MIGRATE_MODE=wait: reading the database failed, retrying%s", problem[0])
                 return None
@@ -297,7 +301,7 @@ class Start:
             self._reader = DedicatedConnection(self.db, autocommit=True)
         try:
             return self._reader.run(fn)
-        except (SQLAlchemyError, OSError):
+        except Exception:
             self._drop_reader()
             raise
 
