@@ -31,7 +31,7 @@ from .support import (
     MARIADB_SERVER,
     add_revision,
     current_revisions,
-    free_port,
+    refused_port,
     write_migrations,
 )
 
@@ -74,7 +74,7 @@ def test_unreachable_database_is_retried_then_unavailable_without_the_password(
 ) -> None:
     write_migrations(project, 1)
     secret = _secret()
-    url = CLOSED_PORT_URLS[driver].format(pw=secret, port=free_port())
+    url = CLOSED_PORT_URLS[driver].format(pw=secret, port=refused_port())
     settings = MigrateSettings(database_url=url, connect_timeout=2)
 
     with pytest.raises(DatabaseUnavailable) as caught:
@@ -143,7 +143,7 @@ def test_lifespan_logs_one_error_without_the_password(
 ) -> None:
     write_migrations(project, 1)
     secret = _secret()
-    url = f"postgresql+psycopg://app:{secret}@127.0.0.1:{free_port()}/x"
+    url = f"postgresql+psycopg://app:{secret}@127.0.0.1:{refused_port()}/x"
     app = FastAPI(lifespan=migrate_on_startup(database_url=url, connect_timeout=0.5))
 
     with pytest.raises(DatabaseUnavailable) as caught, TestClient(app):
