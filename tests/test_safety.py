@@ -32,6 +32,7 @@ from .support import (
     add_revision,
     current_revisions,
     refused_port,
+    unique_name,
     write_migrations,
 )
 
@@ -183,7 +184,7 @@ def test_bad_url_is_a_configuration_error_without_the_password(
 def mariadb_user() -> Iterator[tuple[str, str]]:
     """A MariaDB account with a password and its own database: (url, password)."""
     require_backend("mariadb")
-    name = f"fm_pw_{uuid.uuid4().hex[:8]}"
+    name = unique_name("fm_pw")
     secret = _secret()
     admin = sa.create_engine(
         MARIADB_SERVER, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT"
