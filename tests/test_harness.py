@@ -43,15 +43,13 @@ def test_uvicorn_with_workers_serves_on_the_socket_it_was_handed(project: Path) 
     proc, port = start_uvicorn("app:app", project, subprocess_env(), "--workers", "2")
     try:
         assert wait_http(port, "/", proc) == 200
-        pids = set()
-        wait_for(
-            lambda: (
-                pids.add(httpx.get(f"http://127.0.0.1:{port}/", timeout=5).json()["pid"])
-                or len(pids) == 2
-            ),
-            60,
-            "both workers to answer",
-        )
+        pids: set[int] = set()
+
+        def both_answered() -> bool:
+            pids.add(httpx.get(f"http://127.0.0.1:{port}/", timeout=5).json()["pid"])
+            return len(pids) == 2
+
+        wait_for(both_answered, 60, "both workers to answer")
     finally:
         output = stop(proc)
     assert "Uvicorn running on socket ('127.0.0.1'" in output, output
