@@ -3,9 +3,14 @@
     python bench/reliability_report.py            # the default rounds (what CI runs)
     python bench/reliability_report.py --heavy    # the full rounds: 20 per scenario
 
-The tests record each scenario's rounds, failures and lost rows (``FM_RELIABILITY_REPORT``);
-pytest's JUnit file gives the pass/fail of every other test. Nothing is typed in by hand: the
-table between the ``results`` markers is replaced by what this run measured, failures included.
+The tests record each scenario's rounds, failures, lost rows and harness errors
+(``FM_RELIABILITY_REPORT``); pytest's JUnit file gives the pass/fail of every other test.
+Nothing is typed in by hand: the table between the ``results`` markers is replaced by what this
+run measured, failures included.
+
+A harness error (the test's own machinery could not bind a socket, spawn or exec a process) is
+not a finding about fastapi-migrate: the tests raise ``HarnessError`` for it, and both tables
+count it in a column of its own, never under "failures" / "failed".
 """
 
 from __future__ import annotations
@@ -64,35 +69,47 @@ def rounds_table(path: Path) -> list[str]:
         key=lambda r: (r["scenario"], ["sqlite", "postgresql", "mariadb"].index(r["database"]))
     )
     lines = [
-        "| scenario | database | runs | failures | data lost | note |",
-        "|---|---|---:|---:|---:|---|",
+        "| scenario | database | runs | failures | data lost | harness errors | note |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['scenario']} | {r['database']} | {r['runs']} | {r['failures']} | "
-            f"{r['data_lost']} | {r['note']} |"
+            f"{r['data_lost']} | {r.get('harness_errors', 0)} | {r['note']} |"
         )
     return lines
 
 
+def outcome(case: ET.Element) -> str:
+    """``passed``, ``failed``, ``harness error`` (the test raised ``HarnessError``) or
+    ``skipped``."""
+    for tag in ("failure", "error"):
+        problem = case.find(tag)
+        if problem is not None:
+            text = f"{problem.get('message', '')}\n{problem.text or ''}"
+            return "harness error" if "HarnessError" in text else "failed"
+    return "skipped" if case.find("skipped") is not None else "passed"
+
+
 def tests_table(path: Path) -> tuple[list[str], dict[str, int]]:
-    """Per test file: passed, failed, skipped (from pytest's JUnit XML)."""
+    """Per test file: passed, failed, harness errors, skipped (from pytest's JUnit XML)."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     totals: dict[str, int] = defaultdict(int)
     for case in ET.parse(path).getroot().iter("testcase"):
         module = case.get("classname", "").rsplit(".", 1)[-1]
-        if case.find("failure") is not None or case.find("error") is not None:
-            outcome = "failed"
-        elif case.find("skipped") is not None:
-            outcome = "skipped"
-        else:
-            outcome = "passed"
-        counts[module][outcome] += 1
-        totals[outcome] += 1
-    lines = ["| test file | passed | failed | skipped |", "|---|---:|---:|---:|"]
+        result = outcome(case)
+        counts[module][result] += 1
+        totals[result] += 1
+    lines = [
+        "| test file | passed | failed | harness errors | skipped |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for module in sorted(counts):
         c = counts[module]
-        lines.append(f"| `tests/{module}.py` | {c['passed']} | {c['failed']} | {c['skipped']} |")
+        lines.append(
+            f"| `tests/{module}.py` | {c['passed']} | {c['failed']} | {c['harness error']} | "
+            f"{c['skipped']} |"
+        )
     return lines, totals
 
 
@@ -116,7 +133,7 @@ def main() -> int:
         f"({platform.python_implementation()} {platform.python_version()}, load average "
         f"{load_before:.1f} at the start{shared}), {wall / 60:.1f} minutes. "
         f"Tests: {totals['passed']} passed, {totals['failed']} failed, "
-        f"{totals['skipped']} skipped.",
+        f"{totals['harness error']} harness errors, {totals['skipped']} skipped.",
         "",
         *rounds,
         "",

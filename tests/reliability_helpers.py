@@ -22,7 +22,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from .support import TEMPLATES, free_port, subprocess_env
+from .support import (
+    TEMPLATES,
+    HarnessError,
+    harness_cause,
+    listening_socket,
+    popen,
+    subprocess_env,
+    uvicorn_args,
+)
 
 POINTS = ("waiting", "before_ddl", "mid_ddl", "between_revisions", "after_last")
 
@@ -142,6 +150,10 @@ class Proc:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def harness_cause(self) -> str | None:
+        """Why the harness, not the migration, failed this process (see ``harness_cause``)."""
+        return harness_cause(self.output())
+
     def kill9(self) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGKILL)
@@ -158,13 +170,34 @@ class Proc:
 
 
 def spawn(
-    name: str, args: list[str], cwd: Path, env: dict[str, str], logs: Path, **extra: int
+    name: str,
+    args: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    logs: Path,
+    *,
+    pass_fds: tuple[int, ...] = (),
+    **extra: int,
 ) -> Proc:
+    """Start a process logging to ``logs/NAME.log``; a name already used in ``logs`` is refused
+    (one log per process, by construction), a process that cannot start is a ``HarnessError``."""
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"{name}.log"
-    with open(log, "wb") as out:
-        popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Proc(name, popen, log, **extra)
+    try:
+        out = open(log, "xb")  # noqa: SIM115 (closed below, once the child has it)
+    except FileExistsError as error:
+        raise HarnessError(f"two processes named {name} in {logs}") from error
+    with out:
+        child = popen(
+            name,
+            args,
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            pass_fds=pass_fds,
+        )
+    return Proc(name, child, log, **extra)
 
 
 def spawn_cli(name: str, cwd: Path, env: dict[str, str], logs: Path) -> Proc:
@@ -172,11 +205,24 @@ def spawn_cli(name: str, cwd: Path, env: dict[str, str], logs: Path) -> Proc:
 
 
 def spawn_uvicorn(name: str, cwd: Path, env: dict[str, str], logs: Path, workers: int = 1) -> Proc:
-    port = free_port()
-    args = [sys.executable, "-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--port", str(port)]
-    if workers > 1:
-        args += ["--workers", str(workers)]
-    return spawn(name, args, cwd, env, logs, port=port, workers=workers)
+    """``uvicorn app:app`` (``--workers N`` if more than one) on a socket bound and listening
+    before it starts, handed over with ``--fd``: no port to race for."""
+    sock = listening_socket()
+    try:
+        fd = sock.fileno()
+        extra = ["--workers", str(workers)] if workers > 1 else []
+        return spawn(
+            name,
+            uvicorn_args("app:app", fd, *extra),
+            cwd,
+            env,
+            logs,
+            pass_fds=(fd,),
+            port=int(sock.getsockname()[1]),
+            workers=workers,
+        )
+    finally:
+        sock.close()  # the child holds the socket now
 
 
 def project_env(url: str, **extra: str) -> dict[str, str]:
@@ -200,10 +246,27 @@ def wait_for(condition: object, timeout: float, what: str, procs: Iterable[Proc]
 def wait_paused(folder: Path, proc: Proc, timeout: float = 60) -> None:
     def paused() -> bool:
         if proc.popen.poll() is not None:
+            check_harness(proc)
             raise AssertionError(f"{proc.name} exited {proc.popen.returncode}:\n{proc.output()}")
         return (folder / "paused").exists()
 
     wait_for(paused, timeout, f"{proc.name} to pause", [proc])
+
+
+def check_harness(proc: Proc) -> None:
+    """Raise ``HarnessError`` if ``proc``'s output shows that the harness failed it."""
+    cause = proc.harness_cause()
+    if cause:
+        raise HarnessError(f"{proc.name} could not run: {cause}\n{proc.output()[-2000:]}")
+
+
+def conclude(failures: list[str], harness: list[str]) -> None:
+    """End a scenario: migration failures fail it (``AssertionError``, harness errors listed
+    after them); harness errors alone raise ``HarnessError``, so the two never look alike."""
+    if failures:
+        raise AssertionError("\n".join(failures + [f"harness error: {h}" for h in harness]))
+    if harness:
+        raise HarnessError("\n".join(harness))
 
 
 def summaries(text: str) -> list[str]:
@@ -287,9 +350,13 @@ def record(
     failures: int,
     data_lost: int,
     note: str = "",
+    harness_errors: int = 0,
     **numbers: float,
 ) -> None:
-    """Append one row to the results file named by ``FM_RELIABILITY_REPORT``, if any."""
+    """Append one row to the results file named by ``FM_RELIABILITY_REPORT``, if any.
+
+    ``failures`` counts what fastapi-migrate got wrong; ``harness_errors`` what the test's own
+    machinery could not do (bind, spawn): rounds cut short by it are not counted in ``runs``."""
     target = os.environ.get("FM_RELIABILITY_REPORT")
     if not target:
         return
@@ -299,6 +366,7 @@ def record(
         "runs": runs,
         "failures": failures,
         "data_lost": data_lost,
+        "harness_errors": harness_errors,
         "note": note,
         **numbers,
     }

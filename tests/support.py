@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -30,6 +32,26 @@ ASYNC_DRIVERS = {
     "mysql": "mysql+aiomysql",
     "mariadb": "mysql+aiomysql",
 }
+
+
+class HarnessError(Exception):
+    """The test's own machinery failed (a socket could not be bound, a process could not be
+    spawned or exec'd, a server could not use the socket it was given): no finding about
+    fastapi-migrate, and reported apart from migration failures."""
+
+
+_NAMES = itertools.count(1)
+
+
+def unique_name(prefix: str) -> str:
+    """A name for a server-wide object (database, role) or a file: unique by construction.
+
+    ``pid`` and a per-process counter make it unique among every process running on this
+    machine (two live processes never share a pid); the random tail only keeps it apart from a
+    leftover of a dead process that once had the same pid. Lowercase, digits and ``_``: a valid
+    unquoted identifier on PostgreSQL and MariaDB (at most 63 characters with a short prefix).
+    """
+    return f"{prefix}_{os.getpid()}_{next(_NAMES)}_{uuid.uuid4().hex[:8]}"
 
 
 def to_async(url: str) -> str:
@@ -170,10 +192,10 @@ def server_problem(server_url: str) -> str | None:
 def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
     """A new, empty database on ``backend``, dropped afterwards; yields its sync URL."""
     if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / f'db-{uuid.uuid4().hex[:8]}.sqlite'}"
+        yield f"sqlite:///{tmp_path / (unique_name('db') + '.sqlite')}"
         return
     server = PG_SERVER if backend == "postgresql" else MARIADB_SERVER
-    name = f"fm_test_{uuid.uuid4().hex[:12]}"
+    name = unique_name("fm_test")
     admin = sa.create_engine(server, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -192,10 +214,72 @@ def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
 # -- real processes ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def listening_socket() -> socket.socket:
+    """A TCP socket bound to a port the kernel picks on 127.0.0.1, already listening.
+
+    A server started on it (``uvicorn --fd``) never binds anything itself: no other process can
+    take its port between the choice and the bind, because there is no such moment.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        raise HarnessError(f"could not bind a listening socket on 127.0.0.1: {error}") from error
+    return sock
+
+
+_REFUSING: list[socket.socket] = []
+
+
+def refused_port() -> int:
+    """A port on 127.0.0.1 where a connection is refused, by construction: this process keeps a
+    socket bound to it without listening (for its whole life), so nothing else can listen
+    there and the kernel gives it to no outgoing connection."""
+    if not _REFUSING:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind(("127.0.0.1", 0))
+        except OSError as error:
+            sock.close()
+            raise HarnessError(f"could not bind a socket on 127.0.0.1: {error}") from error
+        _REFUSING.append(sock)
+    return int(_REFUSING[0].getsockname()[1])
+
+
+# What a process prints when the harness failed it, not the code under test.
+HARNESS_SIGNS = (
+    "Address already in use",
+    "error while attempting to bind",
+    "[Errno 9] Bad file descriptor",
+    "[Errno 24] Too many open files",
+    "[Errno 12] Cannot allocate memory",
+    "No module named uvicorn",
+    "No module named fastapi_migrate",
+)
+
+
+def harness_cause(output: str) -> str | None:
+    """The line of ``output`` that shows a harness failure (bind, fd, resources, exec), if any."""
+    for line in output.splitlines():
+        if any(sign in line for sign in HARNESS_SIGNS):
+            return line.strip()
+    return None
+
+
+def popen(name: str, args: list[str], **kwargs: object) -> subprocess.Popen[Any]:
+    """``subprocess.Popen``; a process that cannot be spawned or exec'd is a ``HarnessError``."""
+    try:
+        return subprocess.Popen(args, **kwargs)  # type: ignore[call-overload, no-any-return]
+    except (OSError, subprocess.SubprocessError) as error:
+        raise HarnessError(f"could not spawn {name} ({' '.join(args[:4])}): {error}") from error
+
+
+def uvicorn_args(app: str, fd: int, *extra_args: str) -> list[str]:
+    """``uvicorn app`` serving on the listening socket ``fd`` (also with ``--workers N``: the
+    parent hands the same socket to every worker)."""
+    return [sys.executable, "-m", "uvicorn", app, "--fd", str(fd), *extra_args]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -208,28 +292,29 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 def start_uvicorn(
-    app: str, cwd: Path, env: dict[str, str], port: int | None = None, *extra_args: str
+    app: str, cwd: Path, env: dict[str, str], *extra_args: str
 ) -> tuple[subprocess.Popen[str], int]:
-    """Start ``uvicorn app`` in ``cwd``; returns the process and its port."""
-    port = port or free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            app,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *extra_args,
-        ],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    """Start ``uvicorn app`` in ``cwd`` on a socket already listening; the process and its port.
+
+    The socket is bound and listening before uvicorn starts (``--fd``, the descriptor passed
+    with ``pass_fds``), so the port cannot be taken in between. A request sent before the app
+    is up waits in the socket's backlog instead of being refused.
+    """
+    sock = listening_socket()
+    try:
+        port = int(sock.getsockname()[1])
+        proc = popen(
+            f"uvicorn {app}",
+            uvicorn_args(app, sock.fileno(), *extra_args),
+            cwd=cwd,
+            env=env,
+            pass_fds=[sock.fileno()],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    finally:
+        sock.close()  # the child has its own copy; the port stays open while it runs
     return proc, port
 
 
@@ -240,9 +325,11 @@ def wait_http(port: int, path: str, proc: subprocess.Popen[str], timeout: float 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(
-                f"server exited with {proc.returncode}: {proc.stdout.read() if proc.stdout else ''}"
-            )
+            output = proc.stdout.read() if proc.stdout else ""
+            cause = harness_cause(output)
+            if cause:
+                raise HarnessError(f"server could not run: {cause}\n{output}")
+            raise AssertionError(f"server exited with {proc.returncode}: {output}")
         try:
             return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
         except httpx.TransportError:

@@ -9,7 +9,6 @@ message, the exit code and that nothing was touched.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,14 @@ from fastapi.testclient import TestClient
 from fastapi_migrate import ConfigurationError, MigrateSettings, migrate, migrate_on_startup
 
 from .cli_helpers import cli, fails
-from .support import add_revision, execute, subprocess_env, table_names, write_migrations
+from .support import (
+    add_revision,
+    execute,
+    subprocess_env,
+    table_names,
+    unique_name,
+    write_migrations,
+)
 
 Snapshot = tuple[set[str], list[tuple[object, ...]], list[tuple[object, ...]]]
 
@@ -83,7 +89,7 @@ CASES = {
     "missing-database": Case(
         1,
         ("cannot connect to", "(1 attempt in", "does not exist"),
-        url=lambda url: str(sa.make_url(url).set(database=f"fm_missing_{uuid.uuid4().hex[:8]}")),
+        url=lambda url: str(sa.make_url(url).set(database=unique_name("fm_missing"))),
     ),
     "missing-script-folder": Case(
         2,
@@ -196,7 +202,7 @@ def test_wrong_password_exits_1_at_once_and_touches_nothing(
 ) -> None:
     """A refused password is not retried for MIGRATE_CONNECT_TIMEOUT: exit 1 at once."""
     write_migrations(project, 1)
-    user = f"fm_bad_{uuid.uuid4().hex[:8]}"
+    user = unique_name("fm_bad")
     name = sa.make_url(database_url).database
     execute(
         database_url,

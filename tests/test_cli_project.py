@@ -21,7 +21,7 @@ from .support import (
     add_revision,
     current_revisions,
     execute,
-    free_port,
+    refused_port,
     subprocess_env,
     table_names,
     write_migrations,
@@ -75,7 +75,7 @@ def test_errors_are_one_line_and_never_show_the_password(project: Path) -> None:
         "fastapi-migrate init",
     )
 
-    secret = f"postgresql+psycopg://app:s3cr%40t@127.0.0.1:{free_port()}/app"
+    secret = f"postgresql+psycopg://app:s3cr%40t@127.0.0.1:{refused_port()}/app"
     env = subprocess_env(DATABASE_URL=secret, MIGRATE_CONNECT_TIMEOUT="0")
     result = cli(project, "upgrade", env=env)
     fails(result, 1, "cannot connect to postgresql+psycopg://app:***@127.0.0.1")

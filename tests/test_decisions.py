@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +29,7 @@ from .support import (
     current_revisions,
     execute,
     table_names,
+    unique_name,
     write_migrations,
 )
 
@@ -60,7 +60,7 @@ def read_only(backend: str, url: str) -> Iterator[str]:
                 conn.exec_driver_sql(f"ALTER DATABASE {parsed.database} RESET ALL")
             admin.dispose()
     else:
-        user = f"fm_ro_{uuid.uuid4().hex[:8]}"
+        user = unique_name("fm_ro")
         admin = _admin(MARIADB_SERVER)
         with admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY 'ro-pw'")

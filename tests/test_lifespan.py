@@ -27,7 +27,7 @@ from .support import (
     add_revision,
     current_revisions,
     execute,
-    free_port,
+    refused_port,
     start_uvicorn,
     subprocess_env,
     table_names,
@@ -133,7 +133,7 @@ def test_uvicorn_exits_non_zero_serves_nothing_and_hides_the_password(project: P
     write_migrations(project, 1)
     (project / "main.py").write_text(APP)
     password = f"s3cret-{uuid.uuid4().hex[:6]}"
-    url = f"postgresql+psycopg://app:{password}@127.0.0.1:{free_port()}/x"
+    url = f"postgresql+psycopg://app:{password}@127.0.0.1:{refused_port()}/x"
     env = subprocess_env(DATABASE_URL=url, MIGRATE_CONNECT_TIMEOUT="1")
     proc, port = start_uvicorn("main:app", project, env)
     answered = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,13 +22,13 @@ from fastapi_migrate import (
     migrate_on_startup,
 )
 
-from .support import current_revisions, execute, table_names, write_migrations
+from .support import current_revisions, execute, table_names, unique_name, write_migrations
 
 
 @pytest.fixture
 def app_role_url(database_url: str) -> Iterator[str]:
     """A role that may read and write rows but create nothing; dropped afterwards."""
-    role = f"fm_app_{uuid.uuid4().hex[:10]}"  # roles are server-wide: never reuse a name
+    role = unique_name("fm_app")  # roles are server-wide: never reuse a name
     owner = sa.make_url(database_url).username
     execute(
         database_url,

@@ -24,7 +24,7 @@ ALEMBIC_CHATTER = ("Context impl", "Will assume", "Running upgrade", "alembic")
 
 
 def serve_once(project: Path, url: str, *args: str) -> tuple[dict[str, object], list[str]]:
-    proc, port = start_uvicorn("app:app", project, subprocess_env(DATABASE_URL=url), None, *args)
+    proc, port = start_uvicorn("app:app", project, subprocess_env(DATABASE_URL=url), *args)
     try:
         assert wait_http(port, "/migration", proc) == 200
         result = httpx.get(f"http://127.0.0.1:{port}/migration").json()

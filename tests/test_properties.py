@@ -26,7 +26,7 @@ from fastapi_migrate import ConfigurationError, MigrateSettings, MigrationError,
 from fastapi_migrate.cli import main as cli_main
 from fastapi_migrate.core.redaction import mask_url, redact
 
-from .support import free_port, write_migrations
+from .support import refused_port, write_migrations
 
 MARKER = "Zq7"
 CHARACTERS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
@@ -177,7 +177,7 @@ def test_a_failed_start_shows_the_password_nowhere(
     """A real connection attempt to a closed port: the error, its traceback and every log
     record of every logger (SQLAlchemy's and Alembic's too)."""
     make = raw_url if raw else escaped_url
-    url = make(driver, password, free_port())
+    url = make(driver, password, refused_port())
     with every_log_record() as records:
         try:
             migrate(
@@ -197,7 +197,7 @@ def test_the_command_line_shows_the_password_nowhere(
 ) -> None:
     """``fastapi-migrate --verbose upgrade``: stdout, stderr (with the traceback) and logs."""
     make = raw_url if raw else escaped_url
-    url = make("postgresql+psycopg", password, free_port())
+    url = make("postgresql+psycopg", password, refused_port())
     out, err = io.StringIO(), io.StringIO()
     env = {
         "DATABASE_URL": url,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +40,8 @@ from .support import (
     add_revision,
     current_revisions,
     execute,
-    free_port,
+    popen,
+    unique_name,
     write_migrations,
 )
 
@@ -144,7 +145,7 @@ def test_create_index_concurrently_while_others_wait_for_the_lock(
 def timid_role(database_url: str) -> Iterator[str]:
     """A role whose server settings kill any statement waiting 100 ms for a lock, or running
     500 ms: the URL of the test database as that role."""
-    name = f"fm_timid_{uuid.uuid4().hex[:8]}"
+    name = unique_name("fm_timid")
     database = sa.make_url(database_url).database
     execute(
         PG_SERVER,
@@ -200,21 +201,33 @@ def pgbouncer(database_url: str) -> Iterator[str]:
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not os.path.exists(binary):
         skip_unless_ci("pgbouncer is not installed (apt-get install pgbouncer)")
+    # It listens on a unix socket in a folder of its own (no TCP port to race for): the file
+    # name's number is only PgBouncer's naming scheme, unique because the folder is.
     folder = Path(tempfile.mkdtemp(prefix="fm-pgbouncer-"))
-    folder.chmod(0o755)  # pgbouncer drops root for the postgres user
-    port = free_port()
+    folder.chmod(0o755)
+    if os.geteuid() == 0:  # pgbouncer drops root for the postgres user, who makes the socket
+        postgres = pwd.getpwnam("postgres")
+        os.chown(folder, postgres.pw_uid, postgres.pw_gid)
+    port = 6432
     ini = folder / "pgbouncer.ini"
     ini.write_text(
         "[databases]\n* = host=127.0.0.1 port=5432 user=postgres\n"
-        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"[pgbouncer]\nlisten_addr =\nlisten_port = {port}\nunix_socket_dir = {folder}\n"
         "auth_type = any\npool_mode = transaction\ndefault_pool_size = 1\n"
         "max_client_conn = 50\nignore_startup_parameters = extra_float_digits,options\n"
     )
     ini.chmod(0o644)
-    proc = subprocess.Popen(
-        [binary, "-u", "postgres", str(ini)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    proc = popen(
+        "pgbouncer",
+        [binary, "-u", "postgres", str(ini)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
-    url = sa.make_url(database_url).set(port=port).render_as_string(hide_password=False)
+    url = (
+        sa.make_url(database_url)
+        .set(host=None, port=None, query={"host": str(folder), "port": str(port)})
+        .render_as_string(hide_password=False)
+    )
     try:
         wait_for(lambda: proc.poll() is not None or _answers(url), 15, "pgbouncer")
         assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""

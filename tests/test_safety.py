@@ -31,7 +31,8 @@ from .support import (
     MARIADB_SERVER,
     add_revision,
     current_revisions,
-    free_port,
+    refused_port,
+    unique_name,
     write_migrations,
 )
 
@@ -74,7 +75,7 @@ def test_unreachable_database_is_retried_then_unavailable_without_the_password(
 ) -> None:
     write_migrations(project, 1)
     secret = _secret()
-    url = CLOSED_PORT_URLS[driver].format(pw=secret, port=free_port())
+    url = CLOSED_PORT_URLS[driver].format(pw=secret, port=refused_port())
     settings = MigrateSettings(database_url=url, connect_timeout=2)
 
     with pytest.raises(DatabaseUnavailable) as caught:
@@ -143,7 +144,7 @@ def test_lifespan_logs_one_error_without_the_password(
 ) -> None:
     write_migrations(project, 1)
     secret = _secret()
-    url = f"postgresql+psycopg://app:{secret}@127.0.0.1:{free_port()}/x"
+    url = f"postgresql+psycopg://app:{secret}@127.0.0.1:{refused_port()}/x"
     app = FastAPI(lifespan=migrate_on_startup(database_url=url, connect_timeout=0.5))
 
     with pytest.raises(DatabaseUnavailable) as caught, TestClient(app):
@@ -183,7 +184,7 @@ def test_bad_url_is_a_configuration_error_without_the_password(
 def mariadb_user() -> Iterator[tuple[str, str]]:
     """A MariaDB account with a password and its own database: (url, password)."""
     require_backend("mariadb")
-    name = f"fm_pw_{uuid.uuid4().hex[:8]}"
+    name = unique_name("fm_pw")
     secret = _secret()
     admin = sa.create_engine(
         MARIADB_SERVER, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT"
