@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 
 APP = """\
 from fastapi import FastAPI
@@ -49,8 +49,8 @@ def assert_not_serving(port: int, proc: subprocess.Popen[str], seconds: float) -
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"server exited: {proc.stdout.read() if proc.stdout else ''}"
         try:
-            response = httpx.get(f"http://127.0.0.1:{port}/health/migrations", timeout=1)
-        except httpx.TransportError:
+            response = httpx2.get(f"http://127.0.0.1:{port}/health/migrations", timeout=1)
+        except httpx2.TransportError:
             time.sleep(0.2)
             continue
         raise AssertionError(f"served while behind: {response.status_code} {response.text}")
@@ -88,4 +88,6 @@ class Output:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         return "".join(self.lines)

@@ -320,7 +320,7 @@ def start_uvicorn(
 
 def wait_http(port: int, path: str, proc: subprocess.Popen[str], timeout: float = 30) -> int:
     """Poll until the server answers ``path``; its status code. Fails if the process exits."""
-    import httpx
+    import httpx2
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -331,8 +331,8 @@ def wait_http(port: int, path: str, proc: subprocess.Popen[str], timeout: float 
                 raise HarnessError(f"server could not run: {cause}\n{output}")
             raise AssertionError(f"server exited with {proc.returncode}: {output}")
         try:
-            return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
-        except httpx.TransportError:
+            return httpx2.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
+        except httpx2.TransportError:
             time.sleep(0.05)
     raise AssertionError(f"server on port {port} did not answer within {timeout}s")
 
@@ -346,4 +346,7 @@ def stop(proc: subprocess.Popen[str]) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return proc.stdout.read() if proc.stdout else ""
+    if proc.stdout is None:
+        return ""
+    with proc.stdout:
+        return proc.stdout.read()

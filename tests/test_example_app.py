@@ -1,4 +1,4 @@
-"""The example app, started as a user would: uvicorn, an async driver, httpx."""
+"""The example app, started as a user would: uvicorn, an async driver, httpx2."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from .conftest import require_backend
@@ -30,7 +30,7 @@ def test_example_app_migrates_serves_and_keeps_rows_across_restarts(database_url
     proc, port = start_uvicorn("example_app.main:app", REPO, env)
     try:
         assert wait_http(port, "/health/migrations", proc) == 200
-        created = httpx.post(
+        created = httpx2.post(
             f"http://127.0.0.1:{port}/notes",
             json={"author": "ada", "title": "first", "pinned": True},
         )
@@ -43,7 +43,7 @@ def test_example_app_migrates_serves_and_keeps_rows_across_restarts(database_url
     proc, port = start_uvicorn("example_app.main:app", REPO, env)
     try:
         assert wait_http(port, "/health/migrations", proc) == 200
-        notes = httpx.get(f"http://127.0.0.1:{port}/notes").json()
+        notes = httpx2.get(f"http://127.0.0.1:{port}/notes").json()
     finally:
         stop(proc)
     assert notes == [{"id": 1, "author": "ada", "title": "first", "body": "", "pinned": True}]
@@ -55,7 +55,7 @@ def test_example_app_starts_on_its_own_sqlite_file_without_settings(tmp_path: Pa
     proc, port = start_uvicorn("example_app.main:app", tmp_path, env)
     try:
         assert wait_http(port, "/health/migrations", proc) == 200
-        assert httpx.get(f"http://127.0.0.1:{port}/notes").json() == []
+        assert httpx2.get(f"http://127.0.0.1:{port}/notes").json() == []
     finally:
         log = stop(proc)
     database = f"sqlite:///{tmp_path / 'example.db'}"

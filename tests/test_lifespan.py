@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 import threading
 import time
 import uuid
@@ -12,7 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
@@ -29,6 +28,7 @@ from .support import (
     execute,
     refused_port,
     start_uvicorn,
+    stop,
     subprocess_env,
     table_names,
     to_async,
@@ -76,8 +76,8 @@ def test_async_env_runs_in_a_worker_thread_of_a_running_app(
         "r2",
         "r1",
         upgrade=(
-            "import threading\n"
-            f"open({str(threads)!r}, 'a').write(str(threading.get_ident()))\n"
+            "import pathlib, threading\n"
+            f"pathlib.Path({str(threads)!r}).write_text(str(threading.get_ident()))\n"
             "op.create_table('t2', sa.Column('id', sa.Integer, primary_key=True))"
         ),
     )
@@ -140,15 +140,13 @@ def test_uvicorn_exits_non_zero_serves_nothing_and_hides_the_password(project: P
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
         try:
-            answered.append(httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code)
-        except httpx.TransportError:
+            answered.append(httpx2.get(f"http://127.0.0.1:{port}/", timeout=1).status_code)
+        except httpx2.TransportError:
             time.sleep(0.1)
     try:
         returncode = proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    output = proc.stdout.read() if proc.stdout else ""
+    finally:
+        output = stop(proc)  # kills it if it is still running; closes its pipe
 
     assert returncode != 0
     assert answered == []

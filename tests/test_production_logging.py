@@ -7,7 +7,7 @@ import logging
 import re
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -27,7 +27,7 @@ def serve_once(project: Path, url: str, *args: str) -> tuple[dict[str, object], 
     proc, port = start_uvicorn("app:app", project, subprocess_env(DATABASE_URL=url), *args)
     try:
         assert wait_http(port, "/migration", proc) == 200
-        result = httpx.get(f"http://127.0.0.1:{port}/migration").json()
+        result = httpx2.get(f"http://127.0.0.1:{port}/migration").json()
     finally:
         output = stop(proc)
     return result, output.splitlines()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from fastapi_migrate import LockTimeout, MigrateSettings, migrate
@@ -52,9 +52,9 @@ def test_wait_mode_serves_only_after_another_process_migrates(
         assert job.returncode == 0, job.stderr
 
         assert wait_http(port, "/health/migrations", proc, timeout=15) == 200
-        health = httpx.get(f"http://127.0.0.1:{port}/health/migrations").json()
+        health = httpx2.get(f"http://127.0.0.1:{port}/health/migrations").json()
         assert health == {"status": "ok", "current": "r3", "head": "r3"}
-        result = httpx.get(f"http://127.0.0.1:{port}/migration").json()
+        result = httpx2.get(f"http://127.0.0.1:{port}/migration").json()
         assert result == {"action": "waited", "from": "r1", "to": "r3", "applied": []}
     finally:
         printed = output.stop()
@@ -104,8 +104,8 @@ def test_off_mode_serves_with_an_unreachable_database(project: Path) -> None:
     proc, port = start_uvicorn("app:app", project, env)
     try:
         assert wait_http(port, "/migration", proc) == 200
-        result = httpx.get(f"http://127.0.0.1:{port}/migration").json()
-        health = httpx.get(f"http://127.0.0.1:{port}/health/migrations")
+        result = httpx2.get(f"http://127.0.0.1:{port}/migration").json()
+        health = httpx2.get(f"http://127.0.0.1:{port}/health/migrations")
     finally:
         output = stop(proc)
     assert result == {"action": "skipped", "from": None, "to": None, "applied": []}

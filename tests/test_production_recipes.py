@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from .production_helpers import Output, assert_not_serving
@@ -48,7 +48,7 @@ def test_release_job_migrates_while_the_app_waits(database_url: str) -> None:
         assert "migration upgraded: from base to 0003" in job.stdout + job.stderr
 
         assert wait_http(port, "/health/migrations", proc, timeout=15) == 200
-        created = httpx.post(
+        created = httpx2.post(
             f"http://127.0.0.1:{port}/notes", json={"author": "ada", "title": "first"}
         )
         assert created.status_code == 201

@@ -235,6 +235,8 @@ def pgbouncer(database_url: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from fastapi_migrate import (
@@ -132,8 +132,8 @@ def test_replicas_and_release_jobs_migrate_every_tree_once_in_order(
         outputs = [job.communicate(timeout=120)[0] for job in jobs]
         assert [job.returncode for job in jobs] == [0, 0], outputs
         assert wait_http(port, "/migration", server, timeout=60) == 200
-        served = httpx.get(f"http://127.0.0.1:{port}/migration").json()
-        health = httpx.get(f"http://127.0.0.1:{port}/health/migrations")
+        served = httpx2.get(f"http://127.0.0.1:{port}/migration").json()
+        health = httpx2.get(f"http://127.0.0.1:{port}/health/migrations")
     finally:
         log = stop(server)
 
