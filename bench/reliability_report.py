@@ -33,6 +33,7 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 FILES = [
     "tests/test_reliability_stampede.py",
     "tests/test_reliability_kill.py",
+    "tests/test_reliability_lock_loss.py",
     "tests/test_reliability_disconnect.py",
     "tests/test_reliability_locks.py",
     "tests/test_bad_input.py",
