@@ -49,6 +49,8 @@ def test_connections_have_tcp_keepalives(backend: str, url: str) -> None:
                     sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
                 )
             )
+            if getattr(raw, "pgconn", None) is not None:
+                sock.close()  # our duplicate of libpq's descriptor, not the driver's socket
 
         db.run(probe)
         assert found == [(1, KEEPALIVE_IDLE)]
