@@ -29,7 +29,7 @@ install_wheel() {
 # copy_suite DIR: the tests and what they need, away from the checkout's fastapi_migrate/.
 copy_suite() {
   mkdir -p "$1"
-  cp -R tests example_app pyproject.toml "$1/"
+  cp -R tests example_app pyproject.toml README.md "$1/"
   find "$1" -name __pycache__ -prune -exec rm -rf {} +
 }
 
