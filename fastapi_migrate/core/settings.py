@@ -68,15 +68,15 @@ class MigrateSettings(BaseSettings):
     empty_database: EmptyDatabaseStrategy = "upgrade"
     baseline: str | None = None
     metadata: str | None = None
-    lock_timeout: float = Field(default=300.0, ge=0)
-    connect_timeout: float = Field(default=30.0, ge=0)
+    lock_timeout: float = Field(default=300.0, ge=0, allow_inf_nan=False)
+    connect_timeout: float = Field(default=30.0, ge=0, allow_inf_nan=False)
     unknown_revision: UnknownRevisionPolicy = "error"
     version_table: str = "alembic_version"
     version_table_schema: str | None = None
     backup_dir: Path | None = None
     # Seconds a DDL statement may wait for a table lock (PostgreSQL lock_timeout, MySQL
     # lock_wait_timeout) before the migration fails instead of stalling every query behind it.
-    ddl_lock_timeout: float = Field(default=10.0, ge=0)
+    ddl_lock_timeout: float = Field(default=10.0, ge=0, allow_inf_nan=False)
     lock: bool = True
     # Several packages' migrations, each with its own version table, in this order (JSON in
     # MIGRATE_TREES); empty: the one tree of script_location and version_table.
