@@ -31,10 +31,6 @@ class MigrationPlan:
     create_all: bool = False
     target_revisions: tuple[str, ...] = field(default=())
 
-    @property
-    def needs_ddl(self) -> bool:
-        return self.action != "noop"
-
 
 def format_revisions(revisions: tuple[str, ...] | list[str]) -> str | None:
     """Several heads are shown joined by commas, as Alembic prints them."""
