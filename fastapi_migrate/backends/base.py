@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 import socket
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -211,6 +211,16 @@ class DatabaseServer(ABC):
     def prepare_template(self, name: str) -> None:  # noqa: B027 - a hook, optional
         """Called once the template is migrated, before the first copy."""
 
+    def snapshot(self, name: str) -> object | None:
+        """What ``name``, a fresh copy nobody has used, looks like, for ``restore``; None where
+        a copy is cheap enough that tests always get a new one (SQLite: a file copy)."""
+        return None
+
+    def restore(self, name: str, fresh: object) -> bool:
+        """After a test: bring ``name`` back to ``fresh`` (from ``snapshot``) and return True;
+        False when that cannot be proven, and the caller drops it."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - a hook, optional
         """Release the server's connections."""
 
@@ -227,6 +237,16 @@ class ServerWithAdmin(DatabaseServer):
 
     def url(self, name: str) -> str:
         return self._url.set(database=name).render_as_string(hide_password=False)
+
+    @contextmanager
+    def connect_to(self, name: str) -> Iterator[Connection]:
+        """A new session on database ``name`` (not the admin's), closed afterwards."""
+        engine = create_engine(sync_url(self.url(name)), poolclass=pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                yield conn
+        finally:
+            engine.dispose()
 
     def close(self) -> None:
         self._admin.dispose()

@@ -32,6 +32,7 @@ from ..backends.sqlite import SqliteServer
 from ..core.engine import migrate
 from ..core.result import MigrationResult
 from ..core.settings import MigrateSettings
+from .reuse import ReusedCopies
 from .server_choice import server_url
 from .template_key import template_key
 
@@ -87,6 +88,7 @@ class Janitor:
         self._live: set[str] = set()
         self._dropper: ThreadPoolExecutor | None = None
         self._pending: deque[Future[None]] = deque()
+        self._reused: dict[str, ReusedCopies] = {}
         self.stale_dropped = self.drop_stale()
 
     def _new_name(self, label: str | None = None) -> str:
@@ -196,16 +198,11 @@ class Janitor:
                     self.server.drop(old)
         return MigratedTemplate(self, final, self.server.url(final), result)
 
-    @contextmanager
-    def copy(self, template: str) -> Iterator[str]:
-        """The URL of a new copy of ``template``, dropped afterwards (also if the block fails)."""
-        name = self._new_name()
-        self._live.add(name)
-        try:
-            url = self.server.copy(template, name)
-            yield url
-        finally:
-            self.drop_soon(name)
+    def reused_copies(self, template: str) -> ReusedCopies:
+        """This process's copies of ``template``, reset between tests where the server can."""
+        if template not in self._reused:
+            self._reused[template] = ReusedCopies(self, template)
+        return self._reused[template]
 
     def copy_kept(self, template: str) -> tuple[str, str]:
         """A new copy of ``template`` that lives until ``drop_soon`` or ``close``: its name
@@ -217,6 +214,8 @@ class Janitor:
     def close(self) -> None:
         """Drop everything still alive, template included; release the server's connections."""
         try:
+            for copies in self._reused.values():
+                copies.close()
             self.wait_for_drops()
             if self._dropper is not None:
                 self._dropper.shutdown()
@@ -239,7 +238,8 @@ class MigratedTemplate:
 
     @contextmanager
     def copy(self) -> Iterator[str]:
-        with self.janitor.copy(self.name) as url:
+        """A database in a fresh copy's state for one test: new, or reset after another."""
+        with self.janitor.reused_copies(self.name).borrow() as url:
             yield url
 
 
