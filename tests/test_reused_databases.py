@@ -19,7 +19,10 @@ from fastapi_migrate import MigrateSettings
 from fastapi_migrate.testing.janitor import Janitor, MigratedTemplate, database_server
 
 from .conftest import require_backend, skip_unless_ci
+from .plugin_helpers import run_inner
 from .support import MARIADB_SERVER, PG_SERVER, add_revision, write_migrations
+
+pytest_plugins = ["pytester", "tests.plugin_fixtures"]
 
 SERVERS = {"postgresql": PG_SERVER, "mariadb": MARIADB_SERVER}
 
@@ -126,6 +129,10 @@ OTHERS: dict[str, dict[str, Action]] = {
             "ALTER TABLE books ADD COLUMN isbn text", "ALTER TABLE books DROP COLUMN isbn"
         ),
         "comment": _statements("ALTER TABLE books COMMENT 'changed'"),
+        "grant": _statements(
+            "CREATE USER IF NOT EXISTS 'fm_reuse_reader'@'localhost'",
+            "GRANT SELECT ON books TO 'fm_reuse_reader'@'localhost'",
+        ),
         "auto increment": _statements("ALTER TABLE books AUTO_INCREMENT = 100"),
         "create procedure": _statements("CREATE PROCEDURE two() SELECT 2"),
     },
@@ -180,6 +187,11 @@ def template(backend: str, tmp_path: Path) -> Iterator[tuple[Janitor, MigratedTe
             conn.invalidate()
         _kept_open.clear()
         janitor.close()
+        if backend == "mariadb":  # a user is the server's, not the database's
+            engine = sa.create_engine(SERVERS[backend], poolclass=sa.pool.NullPool)
+            with engine.begin() as conn:
+                conn.exec_driver_sql("DROP USER IF EXISTS 'fm_reuse_reader'@'localhost'")
+            engine.dispose()
 
 
 def _fresh_dump(backend: str, janitor: Janitor, template: MigratedTemplate) -> str:
@@ -193,15 +205,15 @@ def _fresh_dump(backend: str, janitor: Janitor, template: MigratedTemplate) -> s
 def _after(template: MigratedTemplate, action: Action) -> None:
     """A test that does ``action`` on its database, the way a test would."""
     failing = action is _failing
-    with pytest.raises(RuntimeError) if failing else contextlib.nullcontext():
-        with template.copy() as url:
-            engine = sa.create_engine(url)
-            kept = len(_kept_open)
-            try:
-                action(engine)
-            finally:
-                if len(_kept_open) == kept:
-                    engine.dispose()
+    expected = pytest.raises(RuntimeError) if failing else contextlib.nullcontext()
+    with expected, template.copy() as url:
+        engine = sa.create_engine(url)
+        kept = len(_kept_open)
+        try:
+            action(engine)
+        finally:
+            if len(_kept_open) == kept:
+                engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
@@ -231,3 +243,70 @@ def test_whatever_a_test_did_the_next_gets_a_fresh_copys_state(
     _after(migrated, OTHERS[backend][label])
     with migrated.copy() as url:
         assert _dump(backend, url) == fresh, f"after a test that did: {label}"
+
+
+INNER_TESTS = """\
+import pytest
+import sqlalchemy as sa
+
+LEFT_OPEN = []
+
+
+def dirty(engine, kind):
+    if kind == "insert":
+        with engine.begin() as c:
+            c.exec_driver_sql("INSERT INTO child (parent_id, name) VALUES (1, 'a'), (1, 'b')")
+    elif kind == "update seed":
+        with engine.begin() as c:
+            c.exec_driver_sql("UPDATE t1 SET name = 'changed'")
+    elif kind == "delete seed":
+        with engine.begin() as c:
+            c.exec_driver_sql("DELETE FROM t1")
+    elif kind == "add column":
+        with engine.begin() as c:
+            c.exec_driver_sql("ALTER TABLE t2 ADD COLUMN extra integer")
+    elif kind == "create table":
+        with engine.begin() as c:
+            c.exec_driver_sql("CREATE TABLE extra (id integer)")
+    elif kind == "open transaction":
+        c = engine.connect()
+        c.exec_driver_sql("INSERT INTO t3 (id, name) VALUES (7, 'uncommitted')")
+        LEFT_OPEN.append(c)
+    elif kind == "fail":
+        with engine.begin() as c:
+            c.exec_driver_sql("INSERT INTO t3 (id, name) VALUES (8, 'then failed')")
+        raise RuntimeError("this test fails on purpose")
+
+
+KINDS = ["insert", "update seed", "delete seed", "add column", "create table",
+         "open transaction", "fail", "nothing"]
+
+
+@pytest.mark.parametrize("k", range(4 * len(KINDS)))
+def test_gets_a_fresh_copy(migrated_database_url, k):
+    engine = sa.create_engine(migrated_database_url)
+    with engine.connect() as c:
+        assert c.exec_driver_sql("SELECT id, name FROM t1").all() == [(1, "seed")]
+        assert c.exec_driver_sql("SELECT count(*) FROM t3").scalar() == 0
+        assert [col["name"] for col in sa.inspect(c).get_columns("t2")] == ["id", "name"]
+        assert not sa.inspect(c).has_table("extra")
+        c.exec_driver_sql("INSERT INTO child (parent_id, name) VALUES (1, 'probe')")
+        assert c.exec_driver_sql("SELECT max(id) FROM child").scalar() == 1
+        c.rollback()
+    dirty(engine, KINDS[k % len(KINDS)])
+"""
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_under_xdist_every_test_sees_a_fresh_copy(
+    pytester: pytest.Pytester, user_project: Path, backend: str
+) -> None:
+    require_backend(backend)
+    pytester.makepyfile(test_inner=INNER_TESTS)
+    result = run_inner(
+        pytester, "-n", "2", "-p", "no:randomly", "--migrate-db-url", SERVERS[backend]
+    )
+    result.assert_outcomes(passed=28, failed=4)
+    failures = [line for line in result.outlines if line.startswith("FAILED")]
+    assert len(failures) == 4
+    assert all("RuntimeError: this test f" in line for line in failures), failures

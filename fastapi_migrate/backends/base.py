@@ -9,6 +9,7 @@ unless ``MIGRATE_LOCK=false``), no hints, no test databases.
 
 from __future__ import annotations
 
+import graphlib
 import re
 import socket
 from abc import ABC, abstractmethod
@@ -288,3 +289,16 @@ def enable_keepalive(dbapi_connection: Any) -> None:
                 sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
     except OSError:  # a socket that refuses options is left as it was
         pass
+
+
+def children_first(tables: list[str], references: list[tuple[Any, ...]]) -> tuple[str, ...]:
+    """``tables`` ordered so that a table comes before every table it references; with a cycle
+    of foreign keys, as they are (deleting from such tables fails: the database is copied)."""
+    referenced_by: dict[str, set[str]] = {t: set() for t in tables}
+    for child, parent in references:
+        if child in referenced_by and parent in referenced_by:
+            referenced_by[parent].add(child)
+    try:
+        return tuple(graphlib.TopologicalSorter(referenced_by).static_order())
+    except graphlib.CycleError:
+        return tuple(tables)

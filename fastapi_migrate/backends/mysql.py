@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import math
 import re
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection, exc, pool, text
 from sqlalchemy.engine import URL
 
+from . import mysql_reset as reset
 from .base import (
     PREFIX,
     Backend,
@@ -32,6 +34,8 @@ from .base import (
     SessionLock,
     enable_keepalive,
 )
+
+log = logging.getLogger("fastapi_migrate")
 
 _NAMESPACE = "fastapi_migrate"
 
@@ -303,6 +307,24 @@ class MysqlServer(ServerWithAdmin):
                     conn.exec_driver_sql(f"KILL CONNECTION {int(session)}")
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(name)}")
         self._templates.pop(name, None)
+
+    def snapshot(self, name: str) -> reset.Snapshot | None:
+        try:
+            with self.connect_to(name) as conn:
+                return reset.snapshot(conn)
+        except exc.SQLAlchemyError as error:  # a table we may not read: copy for every test
+            log.warning("test databases will not be reused: %s", error)
+            return None
+
+    def restore(self, name: str, fresh: object) -> bool:
+        if not isinstance(fresh, reset.Snapshot):
+            return False
+        try:
+            with self.connect_to(name) as conn:
+                return reset.restore(conn, fresh)
+        except (exc.SQLAlchemyError, TimeoutError) as error:
+            log.debug("test database %s not reused: %s", name, error)
+            return False
 
     def identity(self) -> str:
         with self._admin.connect() as conn:

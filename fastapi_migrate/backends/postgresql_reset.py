@@ -21,12 +21,12 @@ caller drops the database and copies it afresh.
 
 from __future__ import annotations
 
-import graphlib
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
 from ..core.retry import poll
+from .base import children_first
 
 FINGERPRINT = r"""
 SELECT md5(string_agg(x, E'\n' ORDER BY x)) FROM (
@@ -195,7 +195,7 @@ def snapshot(conn: Connection) -> Snapshot:
         signature_query,
         signature,
         fingerprint,
-        _children_first(tables, references),
+        children_first(tables, references),
         rows,
         seeded,
         ", ".join(values),
@@ -323,16 +323,3 @@ def _end_other_sessions(conn: Connection) -> None:
         return True if left is None else None
 
     poll(gone, _SESSIONS_GONE_SECONDS, lambda: TimeoutError("a test's session did not end"))
-
-
-def _children_first(tables: list[str], references: list[tuple[str, ...]]) -> tuple[str, ...]:
-    """``tables`` ordered so that a table comes before every table it references; with a cycle
-    of foreign keys, as they are (deleting from such tables fails: the database is copied)."""
-    referenced_by: dict[str, set[str]] = {t: set() for t in tables}
-    for child, parent in references:
-        if child in referenced_by and parent in referenced_by:
-            referenced_by[parent].add(child)
-    try:
-        return tuple(graphlib.TopologicalSorter(referenced_by).static_order())
-    except graphlib.CycleError:
-        return tuple(tables)

@@ -32,11 +32,13 @@ def poll(
     on_timeout: Callable[[], BaseException],
     *,
     cap: float = POLL_CAP,
+    first: float = FIRST_DELAY,
 ) -> T:
     """Call ``attempt`` until it returns something other than None; ``on_timeout()`` is raised
-    once ``timeout`` seconds have passed (the last attempt lands on the deadline)."""
+    once ``timeout`` seconds have passed (the last attempt lands on the deadline). ``first``:
+    a shorter first delay where the wait is usually a few milliseconds (a session exiting)."""
     deadline = time.monotonic() + timeout
-    delay = FIRST_DELAY
+    delay = first
     while True:
         found = attempt()
         if found is not None:

@@ -1,0 +1,243 @@
+"""Reuse a MySQL/MariaDB test database: prove it is back in a fresh copy's state, or say it is not.
+
+MariaDB has no template: a copy replays every table's ``CREATE TABLE`` (over a second for 200
+tables), while most tests write a few rows. After a test, ``restore`` compares the database with
+what a fresh copy looked like (``snapshot``) and puts back what a test commonly changes:
+
+- the schema: ``information_schema`` (tables, columns, indexes, constraints, views, triggers,
+  routines, events, grants on the database) read and hashed, the database's name taken out.
+  Any difference means: not reusable;
+- rows: tables empty in the copy are checked for rows, the others checksummed
+  (``CHECKSUM TABLE``); every table's ``AUTO_INCREMENT`` is compared. A table that differs is
+  emptied (``TRUNCATE`` where that also gives the copy's counter, else ``DELETE``), its seed rows
+  (kept from the copy) inserted again, and its counter set back; a changed sequence object means
+  not reusable.
+
+Sessions the test left open are killed first. After the reset, rows and counters are read
+again and must equal the snapshot's: anything short of equal, any error, and the caller drops
+the database and copies it afresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, exc, text
+
+from ..core.retry import poll
+from .base import children_first
+
+_SCHEMA_QUERIES = (
+    "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME, SCHEMA_COMMENT "
+    "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s",
+    "SELECT TABLE_NAME, TABLE_TYPE, ENGINE, ROW_FORMAT, TABLE_COLLATION, CREATE_OPTIONS, "
+    "TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s",
+    "SELECT TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, COLUMN_DEFAULT, IS_NULLABLE, COLUMN_TYPE, "
+    "CHARACTER_SET_NAME, COLLATION_NAME, COLUMN_KEY, EXTRA, COLUMN_COMMENT, "
+    "GENERATION_EXPRESSION FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = :s",
+    "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, SEQ_IN_INDEX, COLUMN_NAME, COLLATION, SUB_PART, "
+    "NULLABLE, INDEX_TYPE, COMMENT, INDEX_COMMENT FROM information_schema.STATISTICS "
+    "WHERE TABLE_SCHEMA = :s",
+    "SELECT CONSTRAINT_NAME, TABLE_NAME, CONSTRAINT_TYPE FROM information_schema.TABLE_CONSTRAINTS "
+    "WHERE CONSTRAINT_SCHEMA = :s",
+    "SELECT CONSTRAINT_NAME, TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, REFERENCED_TABLE_SCHEMA, "
+    "REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
+    "WHERE CONSTRAINT_SCHEMA = :s",
+    "SELECT CONSTRAINT_NAME, TABLE_NAME, REFERENCED_TABLE_NAME, MATCH_OPTION, UPDATE_RULE, "
+    "DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = :s",
+    "SELECT CONSTRAINT_NAME, TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+    "WHERE CONSTRAINT_SCHEMA = :s",
+    "SELECT TABLE_NAME, VIEW_DEFINITION, CHECK_OPTION, IS_UPDATABLE, DEFINER, SECURITY_TYPE "
+    "FROM information_schema.VIEWS WHERE TABLE_SCHEMA = :s",
+    "SELECT TRIGGER_NAME, EVENT_MANIPULATION, EVENT_OBJECT_TABLE, ACTION_ORDER, ACTION_STATEMENT, "
+    "ACTION_TIMING, SQL_MODE, DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = :s",
+    "SELECT ROUTINE_NAME, ROUTINE_TYPE, DTD_IDENTIFIER, ROUTINE_DEFINITION, IS_DETERMINISTIC, "
+    "SQL_DATA_ACCESS, SECURITY_TYPE, SQL_MODE, ROUTINE_COMMENT, DEFINER "
+    "FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = :s",
+    "SELECT SPECIFIC_NAME, ORDINAL_POSITION, PARAMETER_MODE, PARAMETER_NAME, DTD_IDENTIFIER "
+    "FROM information_schema.PARAMETERS WHERE SPECIFIC_SCHEMA = :s",
+    "SELECT EVENT_NAME, EVENT_DEFINITION, EVENT_TYPE, EXECUTE_AT, INTERVAL_VALUE, INTERVAL_FIELD, "
+    "STATUS, ON_COMPLETION, DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = :s",
+    "SELECT GRANTEE, PRIVILEGE_TYPE, IS_GRANTABLE FROM information_schema.SCHEMA_PRIVILEGES "
+    "WHERE TABLE_SCHEMA = :s",
+    "SELECT GRANTEE, TABLE_NAME, PRIVILEGE_TYPE, IS_GRANTABLE "
+    "FROM information_schema.TABLE_PRIVILEGES WHERE TABLE_SCHEMA = :s",
+    "SELECT GRANTEE, TABLE_NAME, COLUMN_NAME, PRIVILEGE_TYPE, IS_GRANTABLE "
+    "FROM information_schema.COLUMN_PRIVILEGES WHERE TABLE_SCHEMA = :s",
+)
+"""What the database's schema and grants are made of (no row counts, no counters, no times)."""
+
+_TABLES = text(
+    "SELECT TABLE_NAME, TABLE_TYPE, AUTO_INCREMENT FROM information_schema.TABLES "
+    "WHERE TABLE_SCHEMA = :s AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE') ORDER BY TABLE_NAME"
+)
+
+_FOREIGN_KEYS = text(
+    "SELECT TABLE_NAME, REFERENCED_TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS "
+    "WHERE CONSTRAINT_SCHEMA = :s AND UNIQUE_CONSTRAINT_SCHEMA = :s AND TABLE_NAME <> "
+    "REFERENCED_TABLE_NAME"
+)
+
+_OTHER_SESSIONS = text(
+    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = :s AND ID <> CONNECTION_ID()"
+)
+
+_SESSIONS_GONE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A fresh copy, as ``restore`` compares with it."""
+
+    fingerprint: str
+    tables: tuple[str, ...]
+    """Every base table, children before the tables they reference."""
+    state: dict[str, str | None]
+    """Per table: None if empty, else its checksum; per sequence: its row."""
+    counters: dict[str, int | None]
+    """Per table: its ``AUTO_INCREMENT``."""
+    sequences: frozenset[str]
+    seeded: dict[str, tuple[str, list[tuple[Any, ...]]]]
+    """The tables that had rows: the columns an ``INSERT`` may write, and the rows."""
+
+
+def snapshot(conn: Connection) -> Snapshot:
+    """Read a fresh copy (nobody else connected): what every later reset must give back."""
+    schema = _schema(conn)
+    listed = conn.execute(_TABLES, {"s": schema}).all()
+    tables = [str(row[0]) for row in listed if row[1] == "BASE TABLE"]
+    sequences = frozenset(str(row[0]) for row in listed if row[1] == "SEQUENCE")
+    counters = {str(row[0]): row[2] for row in listed if row[1] == "BASE TABLE"}
+    references = [tuple(row) for row in conn.execute(_FOREIGN_KEYS, {"s": schema})]
+    state = _state(conn, tables, sequences, hashed=set(tables))
+    seeded = {t: _rows(conn, schema, t) for t in tables if state[t] is not None}
+    fresh = Snapshot(
+        _fingerprint(conn, schema),
+        children_first(tables, references),
+        state,
+        counters,
+        sequences,
+        seeded,
+    )
+    conn.rollback()
+    return fresh
+
+
+def restore(conn: Connection, fresh: Snapshot) -> bool:
+    """Bring the database back to ``fresh``; False when that cannot be proven (drop it)."""
+    schema = _schema(conn)
+    _end_other_sessions(conn, schema)
+    if _fingerprint(conn, schema) != fresh.fingerprint:
+        return False
+    hashed = set(fresh.seeded)
+    now = _state(conn, list(fresh.tables), fresh.sequences, hashed=hashed)
+    if any(now[s] != fresh.state[s] for s in fresh.sequences):
+        return False
+    dirty = [t for t in fresh.tables if now[t] != fresh.state[t]]
+    q = conn.dialect.identifier_preparer.quote
+    conn.exec_driver_sql("SET SESSION foreign_key_checks = 0")
+    try:
+        for table in dirty:
+            if table not in fresh.seeded and fresh.counters[table] in (None, 1):
+                conn.exec_driver_sql(f"TRUNCATE TABLE {q(table)}")  # rows and counter at once
+            else:
+                conn.exec_driver_sql(f"DELETE FROM {q(table)}")
+        for table in reversed(fresh.tables):
+            if table in dirty and table in fresh.seeded:
+                columns, rows = fresh.seeded[table]
+                marks = ", ".join(["%s"] * len(rows[0]))
+                conn.exec_driver_sql(f"INSERT INTO {q(table)} ({columns}) VALUES ({marks})", rows)
+        conn.commit()
+        for table, counter in _counters(conn, schema).items():
+            if counter != fresh.counters[table] and fresh.counters[table] is not None:
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {q(table)} AUTO_INCREMENT = {int(fresh.counters[table] or 1)}"
+                )
+    finally:
+        conn.exec_driver_sql("SET SESSION foreign_key_checks = 1")
+    after = _state(conn, list(fresh.tables), fresh.sequences, hashed=hashed)
+    return after == fresh.state and _counters(conn, schema) == fresh.counters
+
+
+def _schema(conn: Connection) -> str:
+    return str(conn.exec_driver_sql("SELECT DATABASE()").scalar())
+
+
+def _fingerprint(conn: Connection, schema: str) -> str:
+    digest = hashlib.sha256()
+    for query in _SCHEMA_QUERIES:
+        rows = sorted(repr(tuple(row)) for row in conn.execute(text(query), {"s": schema}))
+        digest.update("\n".join(rows).replace(schema, "<db>").encode())
+        digest.update(b"\0")
+    conn.rollback()
+    return digest.hexdigest()
+
+
+def _counters(conn: Connection, schema: str) -> dict[str, int | None]:
+    rows = conn.execute(_TABLES, {"s": schema}).all()
+    conn.rollback()
+    return {str(row[0]): row[2] for row in rows if row[1] == "BASE TABLE"}
+
+
+def _state(
+    conn: Connection, tables: list[str], sequences: frozenset[str], hashed: set[str]
+) -> dict[str, str | None]:
+    """Per table: whether it has rows (``hashed`` ones: a checksum of them); per sequence: its
+    row. Two statements, whatever the number of tables."""
+    q = conn.dialect.identifier_preparer.quote
+    state: dict[str, str | None] = dict.fromkeys(tables)
+    plain = [t for t in tables if t not in hashed]
+    if plain:
+        union = " UNION ALL ".join(
+            f"SELECT {i} FROM DUAL WHERE EXISTS (SELECT 1 FROM {q(t)})" for i, t in enumerate(plain)
+        )
+        for (index,) in conn.exec_driver_sql(union):
+            state[plain[index]] = "rows"
+    checked = [t for t in tables if t in hashed]
+    if checked:
+        listing = ", ".join(q(t) for t in checked)
+        for name, checksum in conn.exec_driver_sql(f"CHECKSUM TABLE {listing} EXTENDED"):
+            table = str(name).split(".", 1)[1]
+            state[table] = None if checksum in (None, 0) else str(checksum)
+    for sequence in sorted(sequences):
+        state[sequence] = repr(tuple(conn.exec_driver_sql(f"SELECT * FROM {q(sequence)}").one()))
+    conn.rollback()
+    return state
+
+
+def _rows(conn: Connection, schema: str, table: str) -> tuple[str, list[tuple[Any, ...]]]:
+    """``table``'s writable columns (not generated) and its rows, to insert them again."""
+    q = conn.dialect.identifier_preparer.quote
+    names = conn.execute(
+        text(
+            "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = :s "
+            "AND TABLE_NAME = :t AND EXTRA NOT LIKE '%GENERATED%' ORDER BY ORDINAL_POSITION"
+        ),
+        {"s": schema, "t": table},
+    ).scalars()
+    columns = ", ".join(q(str(n)) for n in names)
+    rows = [tuple(r) for r in conn.exec_driver_sql(f"SELECT {columns} FROM {q(table)}")]
+    return columns, rows
+
+
+def _end_other_sessions(conn: Connection, schema: str) -> None:
+    """Kill what the test left connected (an open transaction holds its locks), and wait
+    until those sessions are gone: a killed session first rolls its transaction back."""
+    for (session,) in conn.execute(_OTHER_SESSIONS, {"s": schema}).all():
+        with contextlib.suppress(exc.DBAPIError):  # already gone
+            conn.exec_driver_sql(f"KILL CONNECTION {int(session)}")
+
+    def gone() -> bool | None:
+        left = conn.execute(_OTHER_SESSIONS, {"s": schema}).first()
+        conn.rollback()
+        return True if left is None else None
+
+    poll(
+        gone,
+        _SESSIONS_GONE_SECONDS,
+        lambda: TimeoutError("a test's session did not end"),
+        first=0.002,
+    )
