@@ -3,7 +3,8 @@
 that runs ``command.upgrade(cfg, "head")`` for every test, at 10, 50 and 200 revisions, on
 SQLite, PostgreSQL and MariaDB, side by side in one process. Every test body commits one row
 (through a ``Session`` for the rollback fixture, as the README's recipe does) and checks it sees
-exactly that row. The rerun column: the plugin's setup (``Janitor.kept_template``) of a first
+exactly that row. On PostgreSQL and MariaDB a test's database is reset and lent to the next
+test where the server proves it clean (the "reused" column counts them). The rerun column: the plugin's setup (``Janitor.kept_template``) of a first
 run, which migrates, against a second run's, which finds the template kept.
 
 Both ways make a new database per test and drop it afterwards (the naive one an empty database
@@ -163,6 +164,8 @@ def measure(backend: str, shape: str, size: int, repeat: int, work: Path) -> lis
             upgrade()
             upgrades.append(time.perf_counter() - started)
         assert worker.replacements == 0
+        lent = janitor.reused_copies(template.name)
+        reused = f"{lent.reuses}/{lent.reuses + lent.copies}"
     finally:
         if worker is not None:
             worker.close()
@@ -176,6 +179,7 @@ def measure(backend: str, shape: str, size: int, repeat: int, work: Path) -> lis
         f"{up:.1f}",
         f"{cp:.2f}",
         f"{up / cp:.1f}x",
+        reused,
         f"{rb:.3f}",
         f"{up / rb:.0f}x",
         f"{template_ms:.0f}",
@@ -218,6 +222,7 @@ def main() -> None:
                 "upgrade head per test (ms)",
                 "migrated_database_url per test (ms)",
                 "ratio",
+                "databases reused / lent",
                 "migrated_connection per test (ms)",
                 "ratio",
                 "first run's setup (ms)",
@@ -250,8 +255,8 @@ def verdicts(rows: list[list[str]]) -> str:
         )
         if last[2] == "200" and shape == "tables":
             copy = float(last[5].rstrip("x"))
-            rollback = min(float(r[7].rstrip("x")) for r in mine)
-            rerun = float(last[10].rstrip("x"))
+            rollback = min(float(r[8].rstrip("x")) for r in mine)
+            rerun = float(last[11].rstrip("x"))
             target = COPY_TARGETS[backend]
             line += f"; copy {copy:.0f}x at 200 (target {target:.0f}x: "
             line += "met)" if copy >= target else "NOT met)"

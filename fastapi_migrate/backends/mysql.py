@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, exc, pool, text
+from sqlalchemy import Connection, Engine, create_engine, exc, pool, text
 from sqlalchemy.engine import URL
 
 from . import mysql_reset as reset
@@ -34,6 +34,7 @@ from .base import (
     SessionLock,
     enable_keepalive,
 )
+from .drivers import sync_url
 
 log = logging.getLogger("fastapi_migrate")
 
@@ -199,6 +200,9 @@ class MysqlServer(ServerWithAdmin):
         # A fresh session per operation: ``USE`` and ``foreign_key_checks`` never leak.
         super().__init__(url, pool.NullPool)
         self._templates: dict[str, _MysqlTemplate] = {}
+        # Resets name every table with its database: one session kept for all of them (a new
+        # connection costs MariaDB 20 ms here), and never on the test's own database.
+        self._resetter: Engine = create_engine(sync_url(url), poolclass=pool.QueuePool, pool_size=1)
 
     def create(self, name: str) -> str:
         with self._admin.connect() as conn:
@@ -310,8 +314,8 @@ class MysqlServer(ServerWithAdmin):
 
     def snapshot(self, name: str) -> reset.Snapshot | None:
         try:
-            with self.connect_to(name) as conn:
-                return reset.snapshot(conn)
+            with self._resetter.connect() as conn:
+                return reset.snapshot(conn, name)
         except exc.SQLAlchemyError as error:  # a table we may not read: copy for every test
             log.warning("test databases will not be reused: %s", error)
             return None
@@ -320,8 +324,8 @@ class MysqlServer(ServerWithAdmin):
         if not isinstance(fresh, reset.Snapshot):
             return False
         try:
-            with self.connect_to(name) as conn:
-                return reset.restore(conn, fresh)
+            with self._resetter.connect() as conn:
+                return reset.restore(conn, name, fresh)
         except (exc.SQLAlchemyError, TimeoutError) as error:
             log.debug("test database %s not reused: %s", name, error)
             return False
@@ -329,6 +333,10 @@ class MysqlServer(ServerWithAdmin):
     def identity(self) -> str:
         with self._admin.connect() as conn:
             return f"mysql {conn.exec_driver_sql('SELECT VERSION()').scalar()}"
+
+    def close(self) -> None:
+        self._resetter.dispose()
+        super().close()
 
     @contextmanager
     def build_lock(self, name: str) -> Iterator[None]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,8 +42,6 @@ _SCHEMA_QUERIES = (
     "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, SEQ_IN_INDEX, COLUMN_NAME, COLLATION, SUB_PART, "
     "NULLABLE, INDEX_TYPE, COMMENT, INDEX_COMMENT FROM information_schema.STATISTICS "
     "WHERE TABLE_SCHEMA = :s",
-    "SELECT CONSTRAINT_NAME, TABLE_NAME, CONSTRAINT_TYPE FROM information_schema.TABLE_CONSTRAINTS "
-    "WHERE CONSTRAINT_SCHEMA = :s",
     "SELECT CONSTRAINT_NAME, TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, REFERENCED_TABLE_SCHEMA, "
     "REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE "
     "WHERE CONSTRAINT_SCHEMA = :s",
@@ -68,7 +67,9 @@ _SCHEMA_QUERIES = (
     "SELECT GRANTEE, TABLE_NAME, COLUMN_NAME, PRIVILEGE_TYPE, IS_GRANTABLE "
     "FROM information_schema.COLUMN_PRIVILEGES WHERE TABLE_SCHEMA = :s",
 )
-"""What the database's schema and grants are made of (no row counts, no counters, no times)."""
+"""What the database's schema and grants are made of (no row counts, no counters, no times).
+Primary keys and unique constraints are indexes (``STATISTICS``), foreign keys are in
+``REFERENTIAL_CONSTRAINTS`` and ``KEY_COLUMN_USAGE``, checks in ``CHECK_CONSTRAINTS``."""
 
 _TABLES = text(
     "SELECT TABLE_NAME, TABLE_TYPE, AUTO_INCREMENT FROM information_schema.TABLES "
@@ -104,15 +105,15 @@ class Snapshot:
     """The tables that had rows: the columns an ``INSERT`` may write, and the rows."""
 
 
-def snapshot(conn: Connection) -> Snapshot:
-    """Read a fresh copy (nobody else connected): what every later reset must give back."""
-    schema = _schema(conn)
+def snapshot(conn: Connection, schema: str) -> Snapshot:
+    """Read database ``schema``, a fresh copy nobody else is connected to: what every later
+    reset must give back. ``conn`` may be on any database: every name is qualified."""
     listed = conn.execute(_TABLES, {"s": schema}).all()
     tables = [str(row[0]) for row in listed if row[1] == "BASE TABLE"]
     sequences = frozenset(str(row[0]) for row in listed if row[1] == "SEQUENCE")
     counters = {str(row[0]): row[2] for row in listed if row[1] == "BASE TABLE"}
     references = [tuple(row) for row in conn.execute(_FOREIGN_KEYS, {"s": schema})]
-    state = _state(conn, tables, sequences, hashed=set(tables))
+    state = _state(conn, schema, tables, sequences, hashed=set(tables))
     seeded = {t: _rows(conn, schema, t) for t in tables if state[t] is not None}
     fresh = Snapshot(
         _fingerprint(conn, schema),
@@ -126,18 +127,17 @@ def snapshot(conn: Connection) -> Snapshot:
     return fresh
 
 
-def restore(conn: Connection, fresh: Snapshot) -> bool:
-    """Bring the database back to ``fresh``; False when that cannot be proven (drop it)."""
-    schema = _schema(conn)
+def restore(conn: Connection, schema: str, fresh: Snapshot) -> bool:
+    """Bring database ``schema`` back to ``fresh``; False when that cannot be proven (drop it)."""
     _end_other_sessions(conn, schema)
     if _fingerprint(conn, schema) != fresh.fingerprint:
         return False
     hashed = set(fresh.seeded)
-    now = _state(conn, list(fresh.tables), fresh.sequences, hashed=hashed)
+    now = _state(conn, schema, list(fresh.tables), fresh.sequences, hashed=hashed)
     if any(now[s] != fresh.state[s] for s in fresh.sequences):
         return False
     dirty = [t for t in fresh.tables if now[t] != fresh.state[t]]
-    q = conn.dialect.identifier_preparer.quote
+    q = _qualifier(conn, schema)
     conn.exec_driver_sql("SET SESSION foreign_key_checks = 0")
     try:
         for table in dirty:
@@ -158,12 +158,14 @@ def restore(conn: Connection, fresh: Snapshot) -> bool:
                 )
     finally:
         conn.exec_driver_sql("SET SESSION foreign_key_checks = 1")
-    after = _state(conn, list(fresh.tables), fresh.sequences, hashed=hashed)
+    after = _state(conn, schema, list(fresh.tables), fresh.sequences, hashed=hashed)
     return after == fresh.state and _counters(conn, schema) == fresh.counters
 
 
-def _schema(conn: Connection) -> str:
-    return str(conn.exec_driver_sql("SELECT DATABASE()").scalar())
+def _qualifier(conn: Connection, schema: str) -> Callable[[str], str]:
+    """``table`` -> ```schema`.`table```."""
+    quote = conn.dialect.identifier_preparer.quote
+    return lambda table: f"{quote(schema)}.{quote(table)}"
 
 
 def _fingerprint(conn: Connection, schema: str) -> str:
@@ -183,11 +185,11 @@ def _counters(conn: Connection, schema: str) -> dict[str, int | None]:
 
 
 def _state(
-    conn: Connection, tables: list[str], sequences: frozenset[str], hashed: set[str]
+    conn: Connection, schema: str, tables: list[str], sequences: frozenset[str], hashed: set[str]
 ) -> dict[str, str | None]:
     """Per table: whether it has rows (``hashed`` ones: a checksum of them); per sequence: its
     row. Two statements, whatever the number of tables."""
-    q = conn.dialect.identifier_preparer.quote
+    q = _qualifier(conn, schema)
     state: dict[str, str | None] = dict.fromkeys(tables)
     plain = [t for t in tables if t not in hashed]
     if plain:
@@ -200,7 +202,7 @@ def _state(
     if checked:
         listing = ", ".join(q(t) for t in checked)
         for name, checksum in conn.exec_driver_sql(f"CHECKSUM TABLE {listing} EXTENDED"):
-            table = str(name).split(".", 1)[1]
+            table = str(name).split(".", 1)[1]  # "schema.table"
             state[table] = None if checksum in (None, 0) else str(checksum)
     for sequence in sorted(sequences):
         state[sequence] = repr(tuple(conn.exec_driver_sql(f"SELECT * FROM {q(sequence)}").one()))
@@ -210,7 +212,7 @@ def _state(
 
 def _rows(conn: Connection, schema: str, table: str) -> tuple[str, list[tuple[Any, ...]]]:
     """``table``'s writable columns (not generated) and its rows, to insert them again."""
-    q = conn.dialect.identifier_preparer.quote
+    quote = conn.dialect.identifier_preparer.quote
     names = conn.execute(
         text(
             "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = :s "
@@ -218,8 +220,9 @@ def _rows(conn: Connection, schema: str, table: str) -> tuple[str, list[tuple[An
         ),
         {"s": schema, "t": table},
     ).scalars()
-    columns = ", ".join(q(str(n)) for n in names)
-    rows = [tuple(r) for r in conn.exec_driver_sql(f"SELECT {columns} FROM {q(table)}")]
+    columns = ", ".join(quote(str(n)) for n in names)
+    source = _qualifier(conn, schema)(table)
+    rows = [tuple(r) for r in conn.exec_driver_sql(f"SELECT {columns} FROM {source}")]
     return columns, rows
 
 

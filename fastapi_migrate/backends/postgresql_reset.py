@@ -300,17 +300,8 @@ def _literal(value: str) -> str:
 
 def _end_other_sessions(conn: Connection) -> None:
     """End what the test left connected (an open transaction holds locks, and a session still
-    working could commit after our check), and wait until those sessions are gone."""
-    if (conn.dialect.server_version_info or (0,)) >= (14,):  # waits for the exit itself
-        ended = conn.exec_driver_sql(
-            f"SELECT pg_terminate_backend(pid, {int(_SESSIONS_GONE_SECONDS * 1000)}) "
-            "FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).scalars()
-        if not all(ended):
-            raise TimeoutError("a test's session did not end")
-        conn.rollback()
-        return
+    working could commit after our check), and wait until those sessions are gone (polled:
+    ``pg_terminate_backend``'s own wait sleeps in steps of 100 ms)."""
     conn.exec_driver_sql(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -322,4 +313,5 @@ def _end_other_sessions(conn: Connection) -> None:
         conn.rollback()
         return True if left is None else None
 
-    poll(gone, _SESSIONS_GONE_SECONDS, lambda: TimeoutError("a test's session did not end"))
+    ended = TimeoutError("a test's session did not end")
+    poll(gone, _SESSIONS_GONE_SECONDS, lambda: ended, first=0.002)

@@ -5,14 +5,15 @@ transaction that is rolled back afterwards: a test costs a ``BEGIN`` and a ``ROL
 of a database. The rollback only undoes what ran inside that transaction, so this module also
 watches for what escapes it: the test committed or rolled back the outer transaction itself, or
 ran a statement that commits on its own (``COMMIT`` as text; on MySQL/MariaDB any DDL). Then the
-database may differ from the template, and it is replaced by a fresh copy before the next test:
-a test never sees another's leftovers, whatever it did.
+database may differ from the template: it is given back (reset to a fresh copy's state where the
+server can prove it, else dropped) and the next test borrows another: a test never sees
+another's leftovers, whatever it did.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, pool
@@ -31,12 +32,12 @@ _ESCAPED = "fastapi_migrate_escaped"
 class WorkerDatabase:
     """A copy of the template made at first use, shared by this worker's rollback fixtures.
 
-    Replaced by a new copy after a test whose writes may have escaped its transaction.
+    Given back and borrowed again after a test whose writes may have escaped its transaction.
     """
 
     def __init__(self, template: MigratedTemplate) -> None:
         self.template = template
-        self._name: str | None = None
+        self._lease = ExitStack()
         self._url: str | None = None
         self._engine: Engine | None = None
         self.replacements = 0
@@ -46,7 +47,8 @@ class WorkerDatabase:
     def url(self) -> str:
         """The database's URL (the driver the plugin's server URL names); made at first use."""
         if self._url is None:
-            self._name, self._url = self.template.janitor.copy_kept(self.template.name)
+            copies = self.template.janitor.reused_copies(self.template.name)
+            self._url = self._lease.enter_context(copies.borrow())
         return self._url
 
     def engine(self) -> Engine:
@@ -68,19 +70,17 @@ class WorkerDatabase:
                 conn.info[_ESCAPED] = True
 
     def replace(self) -> None:
-        """Drop this database and take a new copy of the template at the next use."""
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
-        if self._name is not None:
-            self.template.janitor.drop_soon(self._name)
-        self._name = self._url = None
+        """Give this database back (reset where the server can prove it clean, else dropped)
+        and borrow one in a fresh copy's state at the next use."""
+        self.close()
         self.replacements += 1
 
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+        self._lease.close()
+        self._url = None
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
