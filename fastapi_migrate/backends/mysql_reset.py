@@ -31,11 +31,7 @@ from sqlalchemy import Connection, exc, text
 from ..core.retry import poll
 from .base import children_first
 
-_SCHEMA_QUERIES = (
-    "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME, SCHEMA_COMMENT "
-    "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s",
-    "SELECT TABLE_NAME, TABLE_TYPE, ENGINE, ROW_FORMAT, TABLE_COLLATION, CREATE_OPTIONS, "
-    "TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s",
+_TABLE_QUERIES = (
     "SELECT TABLE_NAME, COLUMN_NAME, ORDINAL_POSITION, COLUMN_DEFAULT, IS_NULLABLE, COLUMN_TYPE, "
     "CHARACTER_SET_NAME, COLLATION_NAME, COLUMN_KEY, EXTRA, COLUMN_COMMENT, "
     "GENERATION_EXPRESSION FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = :s",
@@ -49,6 +45,17 @@ _SCHEMA_QUERIES = (
     "DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = :s",
     "SELECT CONSTRAINT_NAME, TABLE_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
     "WHERE CONSTRAINT_SCHEMA = :s",
+    "SELECT TABLE_NAME, TABLE_TYPE, ENGINE, ROW_FORMAT, TABLE_COLLATION, CREATE_OPTIONS, "
+    "TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s",
+)
+"""What a table's definition (its ``.frm``) holds: every ``ALTER TABLE`` rewrites that file, and
+so changes the table's ``CREATE_TIME``. Costly (every table opened): read only when a
+``CREATE_TIME`` changed, or could have changed unseen. Primary keys and unique constraints are
+indexes (``STATISTICS``); foreign keys are in the two constraint views."""
+
+_OTHER_QUERIES = (
+    "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME, SCHEMA_COMMENT "
+    "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s",
     "SELECT TABLE_NAME, VIEW_DEFINITION, CHECK_OPTION, IS_UPDATABLE, DEFINER, SECURITY_TYPE "
     "FROM information_schema.VIEWS WHERE TABLE_SCHEMA = :s",
     "SELECT TRIGGER_NAME, EVENT_MANIPULATION, EVENT_OBJECT_TABLE, ACTION_ORDER, ACTION_STATEMENT, "
@@ -67,14 +74,15 @@ _SCHEMA_QUERIES = (
     "SELECT GRANTEE, TABLE_NAME, COLUMN_NAME, PRIVILEGE_TYPE, IS_GRANTABLE "
     "FROM information_schema.COLUMN_PRIVILEGES WHERE TABLE_SCHEMA = :s",
 )
-"""What the database's schema and grants are made of (no row counts, no counters, no times).
-Primary keys and unique constraints are indexes (``STATISTICS``), foreign keys are in
-``REFERENTIAL_CONSTRAINTS`` and ``KEY_COLUMN_USAGE``, checks in ``CHECK_CONSTRAINTS``."""
+"""The rest of the schema and the grants, outside the tables' files: cheap, read every time."""
 
 _TABLES = text(
-    "SELECT TABLE_NAME, TABLE_TYPE, AUTO_INCREMENT FROM information_schema.TABLES "
-    "WHERE TABLE_SCHEMA = :s AND TABLE_TYPE IN ('BASE TABLE', 'SEQUENCE') ORDER BY TABLE_NAME"
+    "SELECT TABLE_NAME, TABLE_TYPE, AUTO_INCREMENT, CREATE_TIME, "
+    "UNIX_TIMESTAMP(CREATE_TIME) >= UNIX_TIMESTAMP() - 1 "
+    "FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s ORDER BY TABLE_NAME"
 )
+"""Every table, view and sequence: its counter, when its definition was last written, and
+whether that was within the last second (a later ``ALTER`` could then leave the same time)."""
 
 _FOREIGN_KEYS = text(
     "SELECT TABLE_NAME, REFERENCED_TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS "
@@ -90,10 +98,23 @@ _SESSIONS_GONE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
+class Listing:
+    """What ``information_schema.TABLES`` says of a database."""
+
+    kinds: dict[str, str]
+    counters: dict[str, int | None]
+    written: dict[str, Any]
+    """Per table: its ``CREATE_TIME`` (seconds)."""
+    recent: bool
+    """Some table's definition was written within the last second."""
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """A fresh copy, as ``restore`` compares with it."""
 
-    fingerprint: str
+    tables_fingerprint: str
+    other_fingerprint: str
     tables: tuple[str, ...]
     """Every base table, children before the tables they reference."""
     state: dict[str, str | None]
@@ -108,18 +129,18 @@ class Snapshot:
 def snapshot(conn: Connection, schema: str) -> Snapshot:
     """Read database ``schema``, a fresh copy nobody else is connected to: what every later
     reset must give back. ``conn`` may be on any database: every name is qualified."""
-    listed = conn.execute(_TABLES, {"s": schema}).all()
-    tables = [str(row[0]) for row in listed if row[1] == "BASE TABLE"]
-    sequences = frozenset(str(row[0]) for row in listed if row[1] == "SEQUENCE")
-    counters = {str(row[0]): row[2] for row in listed if row[1] == "BASE TABLE"}
+    listing = _listing(conn, schema)
+    tables = [t for t, kind in listing.kinds.items() if kind == "BASE TABLE"]
+    sequences = frozenset(t for t, kind in listing.kinds.items() if kind == "SEQUENCE")
     references = [tuple(row) for row in conn.execute(_FOREIGN_KEYS, {"s": schema})]
     state = _state(conn, schema, tables, sequences, hashed=set(tables))
     seeded = {t: _rows(conn, schema, t) for t in tables if state[t] is not None}
     fresh = Snapshot(
-        _fingerprint(conn, schema),
+        _fingerprint(conn, schema, _TABLE_QUERIES),
+        _fingerprint(conn, schema, _OTHER_QUERIES),
         children_first(tables, references),
         state,
-        counters,
+        {t: listing.counters[t] for t in tables},
         sequences,
         seeded,
     )
@@ -127,39 +148,66 @@ def snapshot(conn: Connection, schema: str) -> Snapshot:
     return fresh
 
 
-def restore(conn: Connection, schema: str, fresh: Snapshot) -> bool:
-    """Bring database ``schema`` back to ``fresh``; False when that cannot be proven (drop it)."""
+def restore(
+    conn: Connection, schema: str, fresh: Snapshot, known: Listing | None
+) -> Listing | None:
+    """Bring database ``schema`` back to ``fresh``: what ``information_schema.TABLES`` says of
+    it now, to pass as ``known`` next time; None when that cannot be proven (drop it).
+    ``known``: the listing when the database was last proven equal to a fresh copy, or None."""
     _end_other_sessions(conn, schema)
-    if _fingerprint(conn, schema) != fresh.fingerprint:
-        return False
+    listing = _listing(conn, schema)
+    if _fingerprint(conn, schema, _OTHER_QUERIES) != fresh.other_fingerprint:
+        return None
+    unchanged = (
+        known is not None
+        and not known.recent
+        and listing.kinds == known.kinds
+        and listing.written == known.written
+    )
+    if not unchanged and _fingerprint(conn, schema, _TABLE_QUERIES) != fresh.tables_fingerprint:
+        return None
     hashed = set(fresh.seeded)
     now = _state(conn, schema, list(fresh.tables), fresh.sequences, hashed=hashed)
     if any(now[s] != fresh.state[s] for s in fresh.sequences):
-        return False
-    dirty = [t for t in fresh.tables if now[t] != fresh.state[t]]
+        return None
+    dirty = {
+        t
+        for t in fresh.tables
+        if now[t] != fresh.state[t] or listing.counters[t] != fresh.counters[t]
+    }
+    if dirty:
+        _reset_tables(conn, schema, fresh, dirty)
+        after = _state(conn, schema, list(fresh.tables), fresh.sequences, hashed=hashed)
+        listing = _listing(conn, schema)
+        counters = {t: listing.counters[t] for t in fresh.tables}
+        if after != fresh.state or counters != fresh.counters:
+            return None
+    return listing
+
+
+def _reset_tables(conn: Connection, schema: str, fresh: Snapshot, dirty: set[str]) -> None:
+    """Empty the ``dirty`` tables (``TRUNCATE``: rows and counter at once, and unlike ``ALTER
+    TABLE`` it leaves the table's definition file alone), insert their seed rows again, and set
+    back a counter still not the copy's."""
     q = _qualifier(conn, schema)
     conn.exec_driver_sql("SET SESSION foreign_key_checks = 0")
     try:
-        for table in dirty:
-            if table not in fresh.seeded and fresh.counters[table] in (None, 1):
-                conn.exec_driver_sql(f"TRUNCATE TABLE {q(table)}")  # rows and counter at once
-            else:
-                conn.exec_driver_sql(f"DELETE FROM {q(table)}")
-        for table in reversed(fresh.tables):
+        for table in fresh.tables:
+            if table in dirty:
+                conn.exec_driver_sql(f"TRUNCATE TABLE {q(table)}")
+        for table in reversed(fresh.tables):  # parents first
             if table in dirty and table in fresh.seeded:
                 columns, rows = fresh.seeded[table]
                 marks = ", ".join(["%s"] * len(rows[0]))
                 conn.exec_driver_sql(f"INSERT INTO {q(table)} ({columns}) VALUES ({marks})", rows)
         conn.commit()
-        for table, counter in _counters(conn, schema).items():
-            if counter != fresh.counters[table] and fresh.counters[table] is not None:
-                conn.exec_driver_sql(
-                    f"ALTER TABLE {q(table)} AUTO_INCREMENT = {int(fresh.counters[table] or 1)}"
-                )
+        counters = _listing(conn, schema).counters
+        for table in sorted(dirty):
+            wanted = fresh.counters[table]
+            if wanted is not None and counters[table] != wanted:
+                conn.exec_driver_sql(f"ALTER TABLE {q(table)} AUTO_INCREMENT = {int(wanted)}")
     finally:
         conn.exec_driver_sql("SET SESSION foreign_key_checks = 1")
-    after = _state(conn, schema, list(fresh.tables), fresh.sequences, hashed=hashed)
-    return after == fresh.state and _counters(conn, schema) == fresh.counters
 
 
 def _qualifier(conn: Connection, schema: str) -> Callable[[str], str]:
@@ -168,9 +216,9 @@ def _qualifier(conn: Connection, schema: str) -> Callable[[str], str]:
     return lambda table: f"{quote(schema)}.{quote(table)}"
 
 
-def _fingerprint(conn: Connection, schema: str) -> str:
+def _fingerprint(conn: Connection, schema: str, queries: tuple[str, ...]) -> str:
     digest = hashlib.sha256()
-    for query in _SCHEMA_QUERIES:
+    for query in queries:
         rows = sorted(repr(tuple(row)) for row in conn.execute(text(query), {"s": schema}))
         digest.update("\n".join(rows).replace(schema, "<db>").encode())
         digest.update(b"\0")
@@ -178,10 +226,15 @@ def _fingerprint(conn: Connection, schema: str) -> str:
     return digest.hexdigest()
 
 
-def _counters(conn: Connection, schema: str) -> dict[str, int | None]:
+def _listing(conn: Connection, schema: str) -> Listing:
     rows = conn.execute(_TABLES, {"s": schema}).all()
     conn.rollback()
-    return {str(row[0]): row[2] for row in rows if row[1] == "BASE TABLE"}
+    return Listing(
+        kinds={str(r[0]): str(r[1]) for r in rows},
+        counters={str(r[0]): r[2] for r in rows},
+        written={str(r[0]): r[3] for r in rows},
+        recent=any(bool(r[4]) for r in rows),
+    )
 
 
 def _state(
