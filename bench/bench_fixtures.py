@@ -5,16 +5,15 @@ SQLite, PostgreSQL and MariaDB, side by side in one process. Every test body com
 (through a ``Session`` for the rollback fixture, as the README's recipe does) and checks it sees
 exactly that row. On PostgreSQL and MariaDB a test's database is reset (in the background,
 while the next test runs on another) and lent again where the server proves it clean: the
-"reused" column counts them. The rerun column: the plugin's setup (``Janitor.kept_template``) of a first
-run, which migrates, against a second run's, which finds the template kept.
+"reused" column counts them. The rerun column: the plugin's setup (``Janitor.kept_template``)
+of a first run, which migrates, against a second run's, which finds the template kept.
 
-Both ways make a new database per test and drop it afterwards (the naive one an empty database
-it then upgrades). A copy sample is ten tests in a row, divided by ten, including the wait for
-the drops the janitor runs in the background; samples alternate with the naive way's so that
-drift on a shared machine hits both alike. Two
-histories: ``tables`` (revision k creates table tk: the schema grows with the revisions) and
-``columns`` (ten tables, every later revision adds a column: the schema's size stays put), to
-show what a copy's cost follows.
+The naive way makes a new empty database per test, upgrades it and drops it afterwards. A
+sample is ten tests in a row, divided by ten, including the wait for the resets and drops still
+running in the background at its end; samples alternate with the naive way's so that drift on a
+shared machine hits both alike. Two histories: ``tables`` (revision k creates table tk: the
+schema grows with the revisions) and ``columns`` (ten tables, every later revision adds a
+column: the schema's size stays put), to show what a test database's cost follows.
 
 Run: ``python bench/bench_fixtures.py [--repeat 5] [--sizes 10,50,200]
 [--backends sqlite,postgresql,mariadb] [--shapes tables,columns]``.
