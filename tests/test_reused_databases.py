@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -311,3 +312,32 @@ def test_under_xdist_every_test_sees_a_fresh_copy(
     failures = [line for line in result.outlines if line.startswith("FAILED")]
     assert len(failures) == 4
     assert all("RuntimeError: this test f" in line for line in failures), failures
+
+
+@pytest.mark.parametrize("backend", ["mariadb"])
+def test_mariadb_sees_an_alter_on_a_database_reset_long_ago(
+    backend: str, template: tuple[Janitor, MigratedTemplate]
+) -> None:
+    """MariaDB skips reading every table's definition when no table's ``CREATE_TIME`` moved
+    since the last reset and that reset was over a second after the last change: an ``ALTER``
+    after that must still be seen."""
+    janitor, migrated = template
+    fresh = _fresh_dump(backend, janitor, migrated)
+    copies = janitor.reused_copies(migrated.name)
+    alters = {
+        "alter column": OTHERS[backend]["alter column"],
+        "add index": _statements("CREATE INDEX ix_books_price ON books (price)"),
+        "column default": _statements("ALTER TABLE books ALTER COLUMN title SET DEFAULT 'x'"),
+    }
+    for label, action in alters.items():
+        for _ in range(2):  # both databases that take turns: reset, then left alone a while
+            _after(migrated, COMMON["insert"])
+        copies.settle()
+        time.sleep(2.2)
+        for _ in range(2):  # reset again, now long after their tables were written
+            _after(migrated, COMMON["insert"])
+        copies.settle()
+        _after(migrated, action)
+        for _ in range(2):  # whichever of the two databases that test had
+            with migrated.copy() as url:
+                assert _dump(backend, url) == fresh, f"after a test that did: {label}"
