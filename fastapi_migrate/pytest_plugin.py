@@ -1,9 +1,10 @@
 """pytest plugin (registered through the ``pytest11`` entry point): a database at head per test.
 
 The migrations run into a template database, kept between runs and rebuilt only when what
-decides its schema changes; each test gets a copy of it (``migrated_database_url``) or a
-transaction rolled back on one shared copy (``migrated_connection``), so a test's cost does not
-grow with the number of revisions, and no test sees another's rows. Databases go to
+decides its schema changes; each test gets a copy of it (``migrated_database_url``; on a
+server, usually one an earlier test used, proven back in a fresh copy's state) or a transaction
+rolled back on one shared copy (``migrated_connection``), so a test's cost does not grow with the
+number of revisions, and no test sees another's rows. Databases go to
 ``--migrate-db-url`` / ``MIGRATE_TEST_DATABASE_URL`` (a server:
 the plugin creates and drops its own databases there), else to temporary SQLite files.
 
@@ -119,7 +120,9 @@ def migrated_template(
 
 @pytest.fixture
 def migrated_database_url(migrated_template: MigratedTemplate) -> Iterator[str]:
-    """The URL of a fresh database at head, this test's alone; dropped after the test."""
+    """The URL of a database at head in a fresh copy's state, this test's alone; after the test
+    it is reset for a later one where the server can prove it (PostgreSQL, MariaDB), else
+    dropped."""
     with migrated_template.copy() as url:
         yield url
 
