@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,6 +133,19 @@ def test_a_multi_tree_waiter_ends_as_soon_as_another_process_migrated(
     assert versions(database_url)["auth"] == {"a2"} and versions(database_url)["app"] == {"r2"}
 
 
+def _session_on(database: str | None, timeout: float = 60) -> bool:
+    """Whether a session shows up on ``database`` within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = execute(
+            PG_SERVER, f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'"
+        )
+        if found[0][0][0]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_a_multi_tree_wait_survives_failing_reads(project: Path, tmp_path: Path) -> None:
     """MIGRATE_MODE=wait with trees, while the server refuses connections and ends the
     waiter's own (a restarting server): reads that fail are retried, and the start ends
@@ -148,6 +162,9 @@ def test_a_multi_tree_wait_survives_failing_reads(project: Path, tmp_path: Path)
                     waiter = Migrating(settings)
                     waiter.start()
                     assert waiting.wait(60), "the start never began to wait"
+                # Its kept connection is open (else its next read would be a new connection,
+                # refused, retried by the connect loop rather than as a failed read).
+                assert _session_on(name), "the waiter never connected to read"
                 execute(
                     PG_SERVER,
                     f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false",
