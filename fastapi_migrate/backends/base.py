@@ -10,6 +10,7 @@ unless ``MIGRATE_LOCK=false``), no hints, no test databases.
 from __future__ import annotations
 
 import graphlib
+import logging
 import re
 import socket
 from abc import ABC, abstractmethod
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, pool
+from sqlalchemy import Connection, Engine, create_engine, event, exc, pool
 from sqlalchemy.engine import URL
 
 from ..core.errors import ConfigurationError
@@ -27,6 +28,7 @@ from ..core.redaction import mask_url
 from .drivers import sync_url
 
 T = TypeVar("T")
+log = logging.getLogger("fastapi_migrate")
 
 # TCP keepalives on the lock's and the migrations' connections: a probe after 30 s of silence
 # keeps load balancers and NATs (4 to 6 minutes idle) from dropping the flow, and a dead peer is
@@ -235,6 +237,36 @@ class ServerWithAdmin(DatabaseServer):
             sync_url(url), isolation_level="AUTOCOMMIT", poolclass=admin_pool
         )
         self._quote = self._admin.dialect.identifier_preparer.quote
+        self._known: dict[str, object] = {}
+        """Per reused database: what ``_restore`` saw when it last proved it clean."""
+
+    def snapshot(self, name: str) -> object | None:
+        try:
+            return self._snapshot(name)
+        except exc.SQLAlchemyError as error:  # a table we may not read: copy for every test
+            log.warning("test databases will not be reused: %s", error)
+            return None
+
+    def restore(self, name: str, fresh: object) -> bool:
+        try:
+            known = self._restore(name, fresh, self._known.get(name))
+        except (exc.SQLAlchemyError, TimeoutError) as error:
+            log.debug("test database %s not reused: %s", name, error)
+            known = None
+        if known is None:
+            self._known.pop(name, None)
+            return False
+        self._known[name] = known
+        return True
+
+    def _snapshot(self, name: str) -> object | None:
+        """``snapshot`` without the error handling; None: no reuse on this server."""
+        return None
+
+    def _restore(self, name: str, fresh: object, known: object | None) -> object | None:
+        """``restore``: what to pass as ``known`` next time (the database was proven clean),
+        or None (drop it). ``known``: None for a database not yet reset."""
+        return None
 
     def url(self, name: str) -> str:
         return self._url.set(database=name).render_as_string(hide_password=False)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import math
 import re
 from collections.abc import Iterator
@@ -35,8 +34,6 @@ from .base import (
     enable_keepalive,
 )
 from .drivers import sync_url
-
-log = logging.getLogger("fastapi_migrate")
 
 _NAMESPACE = "fastapi_migrate"
 
@@ -203,8 +200,6 @@ class MysqlServer(ServerWithAdmin):
         # Resets name every table with its database: one session kept for all of them (a new
         # connection costs MariaDB 20 ms here), and never on the test's own database.
         self._resetter: Engine = create_engine(sync_url(url), poolclass=pool.QueuePool, pool_size=1)
-        self._listings: dict[str, reset.Listing] = {}
-        """Per reused database: its tables as last proven clean (``restore``'s ``known``)."""
 
     def create(self, name: str) -> str:
         with self._admin.connect() as conn:
@@ -314,28 +309,15 @@ class MysqlServer(ServerWithAdmin):
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(name)}")
         self._templates.pop(name, None)
 
-    def snapshot(self, name: str) -> reset.Snapshot | None:
-        try:
-            with self._resetter.connect() as conn:
-                return reset.snapshot(conn, name)
-        except exc.SQLAlchemyError as error:  # a table we may not read: copy for every test
-            log.warning("test databases will not be reused: %s", error)
-            return None
+    def _snapshot(self, name: str) -> reset.Snapshot:
+        with self._resetter.connect() as conn:
+            return reset.snapshot(conn, name)
 
-    def restore(self, name: str, fresh: object) -> bool:
-        if not isinstance(fresh, reset.Snapshot):
-            return False
-        try:
-            with self._resetter.connect() as conn:
-                listing = reset.restore(conn, name, fresh, self._listings.get(name))
-        except (exc.SQLAlchemyError, TimeoutError) as error:
-            log.debug("test database %s not reused: %s", name, error)
-            listing = None
-        if listing is None:
-            self._listings.pop(name, None)
-            return False
-        self._listings[name] = listing
-        return True
+    def _restore(self, name: str, fresh: object, known: object | None) -> object | None:
+        assert isinstance(fresh, reset.Snapshot)
+        with self._resetter.connect() as conn:
+            listing = known if isinstance(known, reset.Listing) else None
+            return reset.restore(conn, name, fresh, listing)
 
     def identity(self) -> str:
         with self._admin.connect() as conn:

@@ -243,8 +243,6 @@ class PostgresServer(ServerWithAdmin):
 
     def __init__(self, url: URL) -> None:
         super().__init__(url, pool.QueuePool)  # one admin session kept for the whole run
-        self._signatures: dict[str, reset.Signature] = {}
-        """Per reused database: its catalogs' signature when last proven clean."""
 
     def create(self, name: str) -> str:
         with self._admin.connect() as conn:
@@ -300,28 +298,14 @@ class PostgresServer(ServerWithAdmin):
             )
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(name)}")
 
-    def snapshot(self, name: str) -> Snapshot | None:
-        try:
-            with self.connect_to(name) as conn:
-                return reset.snapshot(conn)
-        except exc.SQLAlchemyError as error:  # a table we may not read: copy for every test
-            log.warning("test databases will not be reused: %s", error)
-            return None
+    def _snapshot(self, name: str) -> Snapshot:
+        with self.connect_to(name) as conn:
+            return reset.snapshot(conn)
 
-    def restore(self, name: str, fresh: object) -> bool:
-        if not isinstance(fresh, Snapshot):
-            return False
-        try:
-            with self.connect_to(name) as conn:
-                signature = reset.restore(conn, fresh, self._signatures.get(name, fresh.signature))
-        except (exc.SQLAlchemyError, TimeoutError) as error:
-            log.debug("test database %s not reused: %s", name, error)
-            signature = None
-        if signature is None:
-            self._signatures.pop(name, None)
-            return False
-        self._signatures[name] = signature
-        return True
+    def _restore(self, name: str, fresh: object, known: object | None) -> object | None:
+        assert isinstance(fresh, Snapshot)
+        with self.connect_to(name) as conn:
+            return reset.restore(conn, fresh, known if isinstance(known, dict) else fresh.signature)
 
     def identity(self) -> str:
         with self._admin.connect() as conn:
