@@ -9,7 +9,6 @@ that already exists) is recognized here, to say what happened and what to do.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import re
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, exc, pool, text
+from sqlalchemy import Engine, create_engine, exc, pool, text
 from sqlalchemy.engine import URL
 
 from . import mysql_reset as reset
@@ -234,7 +233,7 @@ class MysqlServer(ServerWithAdmin):
                 if kind == "SEQUENCE":  # its one row is its state
                     found.rows.append((table, None))
                 elif conn.exec_driver_sql(f"SELECT 1 FROM {q(name)}.{q(table)} LIMIT 1").first():
-                    found.rows.append((table, self._stored_columns(conn, name, table)))
+                    found.rows.append((table, reset.stored_columns(conn, name, table)))
             for (trigger,) in conn.execute(
                 text(
                     "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
@@ -245,18 +244,6 @@ class MysqlServer(ServerWithAdmin):
                 row = conn.exec_driver_sql(f"SHOW CREATE TRIGGER {q(name)}.{q(trigger)}").one()
                 found.triggers.append(row[2])
         self._templates[name] = found
-
-    def _stored_columns(self, conn: Connection, schema: str, table: str) -> str:
-        """Columns a row copy may write: generated ones are computed, never inserted."""
-        columns = conn.execute(
-            text(
-                "SELECT COLUMN_NAME FROM information_schema.COLUMNS "
-                "WHERE TABLE_SCHEMA = :s AND TABLE_NAME = :t AND EXTRA NOT LIKE :g "
-                "ORDER BY ORDINAL_POSITION"
-            ),
-            {"s": schema, "t": table, "g": "%GENERATED%"},
-        ).scalars()
-        return ", ".join(self._quote(c) for c in columns)
 
     def copy(self, template: str, name: str) -> str:
         found = self._templates.get(template)
@@ -297,15 +284,7 @@ class MysqlServer(ServerWithAdmin):
         with self._admin.connect() as conn:
             # A connection a test left inside a transaction would block DROP for a year
             # (lock_wait_timeout): end the sessions still using the database first.
-            for (session,) in conn.execute(
-                text(
-                    "SELECT ID FROM information_schema.PROCESSLIST "
-                    "WHERE DB = :n AND ID <> CONNECTION_ID()"
-                ),
-                {"n": name},
-            ):
-                with contextlib.suppress(exc.DBAPIError):  # already gone
-                    conn.exec_driver_sql(f"KILL CONNECTION {int(session)}")
+            reset.end_sessions(conn, name)
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(name)}")
         self._templates.pop(name, None)
 

@@ -154,7 +154,7 @@ def restore(
     """Bring database ``schema`` back to ``fresh``: what ``information_schema.TABLES`` says of
     it now, to pass as ``known`` next time; None when that cannot be proven (drop it).
     ``known``: the listing when the database was last proven equal to a fresh copy, or None."""
-    _end_other_sessions(conn, schema)
+    end_sessions(conn, schema)
     listing = _listing(conn, schema)
     if _fingerprint(conn, schema, _OTHER_QUERIES) != fresh.other_fingerprint:
         return None
@@ -263,23 +263,29 @@ def _state(
     return state
 
 
-def _rows(conn: Connection, schema: str, table: str) -> tuple[str, list[tuple[Any, ...]]]:
-    """``table``'s writable columns (not generated) and its rows, to insert them again."""
+def stored_columns(conn: Connection, schema: str, table: str) -> str:
+    """The columns of ``table`` an ``INSERT`` may write (generated ones are computed), quoted,
+    in order."""
     quote = conn.dialect.identifier_preparer.quote
     names = conn.execute(
         text(
             "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = :s "
-            "AND TABLE_NAME = :t AND EXTRA NOT LIKE '%GENERATED%' ORDER BY ORDINAL_POSITION"
+            "AND TABLE_NAME = :t AND EXTRA NOT LIKE :g ORDER BY ORDINAL_POSITION"
         ),
-        {"s": schema, "t": table},
+        {"s": schema, "t": table, "g": "%GENERATED%"},
     ).scalars()
-    columns = ", ".join(quote(str(n)) for n in names)
+    return ", ".join(quote(str(n)) for n in names)
+
+
+def _rows(conn: Connection, schema: str, table: str) -> tuple[str, list[tuple[Any, ...]]]:
+    """``table``'s writable columns and its rows, to insert them again."""
+    columns = stored_columns(conn, schema, table)
     source = _qualifier(conn, schema)(table)
     rows = [tuple(r) for r in conn.exec_driver_sql(f"SELECT {columns} FROM {source}")]
     return columns, rows
 
 
-def _end_other_sessions(conn: Connection, schema: str) -> None:
+def end_sessions(conn: Connection, schema: str) -> None:
     """Kill what the test left connected (an open transaction holds its locks), and wait
     until those sessions are gone: a killed session first rolls its transaction back."""
     for (session,) in conn.execute(_OTHER_SESSIONS, {"s": schema}).all():
