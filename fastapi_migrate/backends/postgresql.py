@@ -254,13 +254,7 @@ class PostgresServer(ServerWithAdmin):
         # whatever a migration's env.py may have left connected.
         with self._admin.connect() as conn:
             conn.exec_driver_sql(f"ALTER DATABASE {self._quote(name)} WITH ALLOW_CONNECTIONS false")
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": name},
-            )
+            reset.end_sessions(conn, name)
 
     def copy(self, template: str, name: str) -> str:
         with self._admin.connect() as conn:
@@ -290,12 +284,7 @@ class PostgresServer(ServerWithAdmin):
             if (conn.dialect.server_version_info or (0,)) >= (13,):
                 conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(name)} WITH (FORCE)")
                 return
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"
-                ),
-                {"name": name},
-            )
+            reset.end_sessions(conn, name)
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {self._quote(name)}")
 
     def _snapshot(self, name: str) -> Snapshot:
@@ -305,7 +294,8 @@ class PostgresServer(ServerWithAdmin):
     def _restore(self, name: str, fresh: object, known: object | None) -> object | None:
         assert isinstance(fresh, Snapshot)
         with self.connect_to(name) as conn:
-            return reset.restore(conn, fresh, known if isinstance(known, dict) else fresh.signature)
+            signature = known if isinstance(known, dict) else fresh.signature
+            return reset.restore(conn, name, fresh, signature)
 
     def identity(self) -> str:
         with self._admin.connect() as conn:

@@ -100,9 +100,9 @@ SELECT conrelid::regclass::text, confrelid::regclass::text FROM pg_constraint
 WHERE contype = 'f' AND conrelid <> confrelid
 """
 
-_OTHER_SESSIONS = """
-SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
-"""
+_OTHER_SESSIONS = text(
+    "SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
+)
 
 _PREPARED = "SELECT 1 FROM pg_prepared_xacts WHERE database = current_database()"
 
@@ -202,12 +202,12 @@ def snapshot(conn: Connection) -> Snapshot:
     )
 
 
-def restore(conn: Connection, fresh: Snapshot, known: Signature) -> Signature | None:
-    """Bring the database back to ``fresh``: its catalogs' signature now, to pass as ``known``
-    next time; None when that cannot be proven (drop it). ``known``: the signature this database
-    had when last proven equal to a fresh copy."""
+def restore(conn: Connection, database: str, fresh: Snapshot, known: Signature) -> Signature | None:
+    """Bring ``database`` (``conn``'s) back to ``fresh``: its catalogs' signature now, to pass
+    as ``known`` next time; None when that cannot be proven (drop it). ``known``: the signature
+    this database had when last proven equal to a fresh copy."""
     conn.execution_options(no_parameters=True)
-    _end_other_sessions(conn)
+    end_sessions(conn, database)
     if conn.exec_driver_sql(_PREPARED).first() is not None:
         return None  # a prepared transaction the test left: only a drop ends it
     signature = _signature(conn, fresh.signature_query)
@@ -300,20 +300,24 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _end_other_sessions(conn: Connection) -> None:
-    """End what the test left connected (an open transaction holds locks, and a session still
-    working could commit after our check), and wait until those sessions are gone (polled:
-    ``pg_terminate_backend``'s own wait sleeps in steps of 100 ms)."""
-    conn.exec_driver_sql(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+def end_sessions(conn: Connection, database: str) -> None:
+    """End every other session on ``database`` (a test's open transaction holds locks, and a
+    session still working could commit after our check; a template must have none to be
+    copied), and wait until they are gone (polled: ``pg_terminate_backend``'s own wait sleeps in
+    steps of 100 ms)."""
+    conn.execute(
+        text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = :d AND pid <> pg_backend_pid()"
+        ),
+        {"d": database},
     )
     conn.rollback()
 
     def gone() -> bool | None:
-        left = conn.exec_driver_sql(_OTHER_SESSIONS).first()
+        left = conn.execute(_OTHER_SESSIONS, {"d": database}).first()
         conn.rollback()
         return True if left is None else None
 
-    ended = TimeoutError("a test's session did not end")
+    ended = TimeoutError(f"the sessions on {database} did not end")
     poll(gone, _SESSIONS_GONE_SECONDS, lambda: ended, first=0.002)
