@@ -254,29 +254,25 @@ import sqlalchemy as sa
 LEFT_OPEN = []
 
 
+COMMITTED = {
+    "insert": "INSERT INTO child (parent_id, name) VALUES (1, 'a'), (1, 'b')",
+    "update seed": "UPDATE t1 SET name = 'changed'",
+    "delete seed": "DELETE FROM t1",
+    "add column": "ALTER TABLE t2 ADD COLUMN extra integer",
+    "create table": "CREATE TABLE extra (id integer)",
+    "fail": "INSERT INTO t3 (id, name) VALUES (8, 'then failed')",
+}
+
+
 def dirty(engine, kind):
-    if kind == "insert":
+    if kind in COMMITTED:
         with engine.begin() as c:
-            c.exec_driver_sql("INSERT INTO child (parent_id, name) VALUES (1, 'a'), (1, 'b')")
-    elif kind == "update seed":
-        with engine.begin() as c:
-            c.exec_driver_sql("UPDATE t1 SET name = 'changed'")
-    elif kind == "delete seed":
-        with engine.begin() as c:
-            c.exec_driver_sql("DELETE FROM t1")
-    elif kind == "add column":
-        with engine.begin() as c:
-            c.exec_driver_sql("ALTER TABLE t2 ADD COLUMN extra integer")
-    elif kind == "create table":
-        with engine.begin() as c:
-            c.exec_driver_sql("CREATE TABLE extra (id integer)")
-    elif kind == "open transaction":
+            c.exec_driver_sql(COMMITTED[kind])
+    if kind == "open transaction":
         c = engine.connect()
         c.exec_driver_sql("INSERT INTO t3 (id, name) VALUES (7, 'uncommitted')")
         LEFT_OPEN.append(c)
     elif kind == "fail":
-        with engine.begin() as c:
-            c.exec_driver_sql("INSERT INTO t3 (id, name) VALUES (8, 'then failed')")
         raise RuntimeError("this test fails on purpose")
 
 
