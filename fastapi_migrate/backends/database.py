@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event, exc, pool
 from sqlalchemy.engine import URL
+from sqlalchemy.engine.interfaces import DBAPICursor
 
 from ..core.errors import ConfigurationError, DatabaseUnavailable
 from ..core.redaction import error_line, mask_url, redact
@@ -126,6 +127,31 @@ class Database:
         finally:
             conn.close()
 
+    def read_bare(self, fn: Callable[[DBAPICursor], T]) -> T:
+        """``fn`` on a cursor of a bare driver connection, then closed, nothing committed.
+
+        No pool, no events and no dialect initialization: on PostgreSQL the initialization
+        costs more round trips than the read itself (``SELECT version()``, the schema, the
+        isolation level). For the no-op check, whose one ``SELECT`` needs none of it. Sync
+        drivers only: an async driver's connection needs a greenlet.
+        """
+        if self.is_async:
+            raise TypeError(f"{self.url.drivername} is async: read_bare needs a sync driver")
+        dialect = self.engine.dialect
+        cargs, cparams = dialect.create_connect_args(self.url)
+        cparams = dict(cparams)
+        self.backend.connect_params(dialect.driver, cparams)
+        _bound(self, cparams)
+        connection = dialect.connect(*cargs, **cparams)
+        try:
+            cursor = connection.cursor()
+            try:
+                return fn(cursor)
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
+
     def wait_until_reachable(self, timeout: float) -> None:
         """Connect, retrying with backoff for ``timeout`` seconds, else ``DatabaseUnavailable``."""
         started = time.monotonic()
@@ -228,19 +254,23 @@ def _bound_sync_connects(database: Database, names: tuple[str, ...]) -> None:
 
     @event.listens_for(database.engine, "do_connect")
     def _bounded(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
-        timeout = database.connect_bound()
-        if timeout is not None:
-            # libpq counts whole seconds, and at least 2.
-            whole = max(2, math.ceil(timeout))
-            cparams.update(
-                {name: whole if name == "connect_timeout" else timeout for name in names}
-            )
+        _bound(database, cparams)
 
     @event.listens_for(database.engine, "connect")
     def _unbounded_reads(dbapi_connection: Any, _record: Any) -> None:
         for name in ("_read_timeout", "_write_timeout"):  # pymysql: checked before each I/O
             if hasattr(dbapi_connection, name):
                 setattr(dbapi_connection, name, None)
+
+
+def _bound(database: Database, cparams: dict[str, Any]) -> None:
+    """Add the driver's connect timeout keywords, bounded by ``connect_bound()``."""
+    timeout = database.connect_bound()
+    names = _CONNECT_TIMEOUT_ARGS.get(database.url.get_driver_name(), ())
+    if timeout is not None and names and not database.is_async:
+        # libpq counts whole seconds, and at least 2.
+        whole = max(2, math.ceil(timeout))
+        cparams.update({name: whole if name == "connect_timeout" else timeout for name in names})
 
 
 async def _within(connecting: Any, timeout: float | None) -> Any:

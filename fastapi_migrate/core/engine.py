@@ -29,6 +29,7 @@ from typing import Protocol, TypeVar
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData
+from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..backends.database import Database, DedicatedConnection
@@ -200,15 +201,27 @@ class Start:
             if any(not target for target in targets):
                 return None, False, None
             wanted = [target for target in targets if target]
-            # One SELECT per tree needs no transaction: autocommit spares BEGIN and COMMIT.
-            with self.db.connection(autocommit=True) as connection:
-                reachable = True
-                found = self.noop_if_at(connection.run, wanted)
+            if self.db.is_async:
+                # One SELECT per tree needs no transaction: autocommit spares BEGIN and COMMIT.
+                with self.db.connection(autocommit=True) as connection:
+                    reachable = True
+                    found = self.noop_if_at(connection.run, wanted)
+            else:
+                dialect = self.db.engine.dialect
+
+                def read(cursor: DBAPICursor) -> list[tuple[str, ...]]:
+                    nonlocal reachable
+                    reachable = True
+                    return [tree.table.read_with(cursor, dialect) for tree in self.trees]
+
+                found = self.noop_if(self.db.read_bare(read), wanted)
         except (SQLAlchemyError, OSError) as error:
             log.debug("no-op check: %s, loading the scripts", type(error).__name__)
             return None, reachable, wanted
         except Exception as error:  # the fast path only ever says "noop" or "don't know"
-            log.debug("no-op check failed (%s), loading the scripts", error_line(error))
+            log.debug(
+                "no-op check failed (%s), loading the scripts", error_line(error, [self.db.url])
+            )
             return None, reachable, wanted
         if found is not None:
             log.debug(
@@ -314,7 +327,12 @@ class Start:
     def noop_if_at(self, run: Runs, wanted: list[tuple[str, ...]]) -> MigrationResult | None:
         """The ``noop`` if every version table holds exactly its tree's target revisions; one
         query per tree. Raises when a version table is missing ("don't know")."""
-        current = run(lambda c: [tree.table.read(c) for tree in self.trees])
+        return self.noop_if(run(lambda c: [tree.table.read(c) for tree in self.trees]), wanted)
+
+    def noop_if(
+        self, current: list[tuple[str, ...]], wanted: list[tuple[str, ...]]
+    ) -> MigrationResult | None:
+        """The ``noop`` if every tree's ``current`` revisions are exactly its target."""
         if not all(at_target(now, want) for now, want in zip(current, wanted, strict=True)):
             return None
         return self.finish(

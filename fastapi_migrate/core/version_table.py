@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, inspect
+from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.interfaces import DBAPICursor
 
 
 @dataclass(frozen=True)
@@ -43,14 +45,24 @@ class VersionTable:
     def read(self, connection: Connection) -> tuple[str, ...]:
         """The revisions recorded; raises (a ``SQLAlchemyError``) when the table is missing.
 
-        Plain SQL, quoted as Alembic's ``Table`` would be: one query, no inspection, no
-        Core compile (a first compile costs milliseconds on a no-op start)."""
-        preparer = connection.dialect.identifier_preparer
+        Plain SQL: one query, no inspection, no Core compile (a first compile costs
+        milliseconds on a no-op start)."""
+        rows = connection.exec_driver_sql(self.select(connection.dialect))
+        return tuple(str(row[0]) for row in rows)
+
+    def read_with(self, cursor: DBAPICursor, dialect: Dialect) -> tuple[str, ...]:
+        """The same on a bare driver cursor (``Database.read_bare``); raises the driver's
+        error when the table is missing."""
+        cursor.execute(self.select(dialect))
+        return tuple(str(row[0]) for row in cursor.fetchall())
+
+    def select(self, dialect: Dialect) -> str:
+        """The one statement that reads the table, quoted as Alembic's ``Table`` would be."""
+        preparer = dialect.identifier_preparer
         table = preparer.quote(self.name)
         if self.schema is not None:
             table = f"{preparer.quote_schema(self.schema)}.{table}"
-        rows = connection.exec_driver_sql(f"SELECT version_num FROM {table}")
-        return tuple(str(row[0]) for row in rows)
+        return f"SELECT version_num FROM {table}"
 
     def exists(self, connection: Connection) -> bool:
         return inspect(connection).has_table(self.name, schema=self.schema)

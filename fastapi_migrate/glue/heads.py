@@ -5,10 +5,15 @@ Alembic learns the revision graph by executing every file in ``versions/``, whic
 hundreds of milliseconds on each restart. Here the graph's heads come from the files without
 running them:
 
-1. a *fingerprint* of the versions folders: each revision file's name, size, mtime, ctime and
-   inode (``stat`` only; ctime cannot be set from user space and changes on every write);
+1. a *listing* of the versions folders: each revision file's name and inode, as the folder
+   lists them (no ``stat``: a file added, removed, renamed or replaced changes it);
 2. a small cache, ``versions/__pycache__/fastapi_migrate_heads.json``, that maps the last
-   fingerprint to the heads; written where the process may write, else nowhere;
+   listing to the heads, with the ``stat`` (size, mtime, ctime, inode) of the head files: an
+   edit in place of a head (ctime cannot be set from user space) is seen at the next start.
+   An edit in place of an older file is seen at the next change of the listing: it cannot
+   bring a migration to apply without a new file or an edited head (it can only make the
+   history one Alembic refuses). One ``stat`` per file cost as much as the whole version
+   query on SQLite at 1000 revisions;
 3. on a cache miss, a strict reading of the ``revision = ...`` / ``down_revision = ...`` lines.
 
 The answer is only ever the heads or "don't know" (None): anything unusual (a line the reader
@@ -43,8 +48,8 @@ from .config import alembic_option
 log = logging.getLogger("fastapi_migrate")
 
 CACHE_NAME = "fastapi_migrate_heads.json"
-_FORMAT = 2  # bump when the reading rules change: old caches are then ignored
-# A file changed within this window of the fingerprint might change again within the same
+_FORMAT = 3  # bump when the reading rules change: old caches are then ignored
+# A head file changed within this window of the listing might change again within the same
 # timestamp tick (1-2 s on coarse file systems) without its stat changing: never cache it.
 _RACY_NS = 2_000_000_000
 _NAMES = rb"(?:revision|down_revision|branch_labels|depends_on)"
@@ -113,23 +118,24 @@ class HeadsLookup:
     heads: ScriptHeads | None
     key: str | None = None
     cache: Path | None = None
-    cacheable: bool = False  # no file changed within the racy window before the fingerprint
+    listed_at: int = 0  # time.time_ns() before the listing: a head changed since is racy
 
     def remember(self, script: ScriptDirectory) -> None:
-        """Cache the heads of the scripts Alembic loaded, under the fingerprint taken before
+        """Cache the heads of the scripts Alembic loaded, under the listing taken before
         loading them: the next start with unchanged files executes none. Never an error."""
-        if self.heads is not None or not self.cacheable or self.key is None or self.cache is None:
+        if self.heads is not None or self.key is None or self.cache is None:
             return
         try:
             revision_map = script.revision_map
             heads = tuple(sorted(revision_map.heads))
             real = tuple(sorted(revision_map._real_heads))
             revisions = frozenset(s.revision for s in script.walk_revisions())
+            files = [_path_of(script, revision) for revision in {*heads, *real}]
         except Exception as error:  # a cache is never worth a failed start
             log.debug("no-op check: heads not cached (%s)", type(error).__name__)
             return
         found = ScriptHeads(heads, revisions, "cache", None if real == heads else real)
-        _write_cache(self.cache, self.key, found)
+        _write_cache(self.cache, self.key, found, files, self.listed_at)
         self.heads = found
 
 
@@ -140,26 +146,26 @@ def script_heads(cfg: Config) -> ScriptHeads | None:
 
 def lookup_heads(cfg: Config) -> HeadsLookup:
     """The graph's heads from the cache or the files' text (each file read at most once), and
-    the fingerprint to cache Alembic's answer under when they are not known."""
+    the listing to cache Alembic's answer under when they are not known."""
     folders = version_folders(cfg)
     if folders is None:
         return HeadsLookup(None)
-    before = time.time_ns()
-    found = _fingerprint(folders)
-    if not found.files:
+    listed_at = time.time_ns()
+    files, key = _listing(folders)
+    if not files:
         return HeadsLookup(None)
     cache = folders[0] / "__pycache__" / CACHE_NAME
-    cacheable = found.newest() <= before - _RACY_NS
-    cached = _read_cache(cache, found.key)
+    cached = _read_cache(cache, key)
     if cached is not None:
         return HeadsLookup(cached)
-    lookup = HeadsLookup(None, found.key, cache, cacheable)
-    graph = _read_graph(found.files)
+    lookup = HeadsLookup(None, key, cache, listed_at)
+    graph = _read_graph(files)
     if graph is None:
         return lookup
-    heads = _heads(graph)
-    if heads is not None and cacheable:
-        _write_cache(cache, found.key, heads)
+    heads = _heads({revision: downs for revision, (downs, _) in graph.items()})
+    if heads is not None:
+        head_files = [graph[revision][1] for revision in heads.heads]
+        _write_cache(cache, key, heads, head_files, listed_at)
     lookup.heads = heads
     return lookup
 
@@ -179,25 +185,15 @@ def version_folders(cfg: Config) -> list[Path] | None:
     return [Path(coerce_resource_to_filename(location), "versions").absolute()]
 
 
-@dataclass(frozen=True)
-class _Fingerprint:
-    files: list[str]  # paths, in the folders' listing order
-    key: str
-    stats: array[int]  # size, mtime_ns, ctime_ns, inode, device per file
+def _listing(folders: list[Path]) -> tuple[list[str], str]:
+    """The revision files' paths and a digest of their names and inodes, without a ``stat``
+    (the inode comes with the listing): ~0.4 us a file.
 
-    def newest(self) -> int:
-        """The latest min(mtime, ctime): a file is only as fresh as the older of the two."""
-        return max(map(min, self.stats[1::5], self.stats[2::5]), default=0)
-
-
-def _fingerprint(folders: list[Path]) -> _Fingerprint:
-    """The revision files and a digest of their paths and stats, at ~2.5 us a file.
-
-    Strings, not ``Path`` objects, and no sorting: the listing order of an unchanged folder
-    is stable, and a changed order only costs a cache miss.
+    No sorting: the listing order of an unchanged folder is stable, and a changed order only
+    costs a cache miss.
     """
     files: list[str] = []
-    stats = array("q")
+    inodes = array("Q")
     for folder in folders:
         if not folder.is_dir():
             continue  # Alembic skips a missing versions folder too
@@ -208,20 +204,34 @@ def _fingerprint(folders: list[Path]) -> _Fingerprint:
                 if name.endswith(".py") and not name.startswith(("__init__", ".#")):
                     if "\n" in name or entry.is_dir():
                         continue
-                    stat = entry.stat()
                     files.append(entry.path)
-                    stats.extend(
-                        (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
-                    )
+                    inodes.append(entry.inode())
     digest = hashlib.blake2b(f"{_FORMAT}\0{folders}\0".encode(), digest_size=20)
     digest.update("\0".join(files).encode("utf-8", "surrogateescape"))
-    digest.update(stats.tobytes())
-    return _Fingerprint(files, digest.hexdigest(), stats)
+    digest.update(inodes.tobytes())
+    return files, digest.hexdigest()
 
 
-def _read_graph(files: list[str]) -> dict[str, tuple[str, ...]] | None:
-    """Each revision's down revisions, read from the files' text; None at the first doubt."""
-    graph: dict[str, tuple[str, ...]] = {}
+def _stats(files: list[str]) -> list[list[int]]:
+    """What tells an edit of each file: size, mtime, ctime, inode, device."""
+    found = []
+    for path in files:
+        stat = os.stat(path)
+        found.append([stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev])
+    return found
+
+
+def _path_of(script: ScriptDirectory, revision: str) -> str:
+    found = script.get_revision(revision)
+    if found is None or not found.path:
+        raise LookupError(revision)
+    return str(found.path)
+
+
+def _read_graph(files: list[str]) -> dict[str, tuple[tuple[str, ...], str]] | None:
+    """Each revision's down revisions and file, read from the files' text; None at the first
+    doubt."""
+    graph: dict[str, tuple[tuple[str, ...], str]] = {}
     for path in files:
         with open(path, "rb") as handle:
             found = _read_revision(handle.read())
@@ -231,7 +241,7 @@ def _read_graph(files: list[str]) -> dict[str, tuple[str, ...]] | None:
         revision, down = found
         if revision in graph:
             return None  # duplicate ids: Alembic's warning and choice, not ours
-        graph[revision] = down
+        graph[revision] = (down, path)
     return graph
 
 
@@ -341,25 +351,44 @@ def _read_cache(path: Path, key: str) -> ScriptHeads | None:
         return None
     if not isinstance(data, dict) or data.get("format") != _FORMAT or data.get("key") != key:
         return None
-    lists = [data.get(name) for name in ("heads", "real_heads", "revisions")]
+    lists = [data.get(name) for name in ("heads", "real_heads", "revisions", "files")]
     if not all(isinstance(x, list) and all(isinstance(r, str) for r in x) for x in lists):
         return None
-    heads, real, revisions = lists[0] or [], lists[1] or [], lists[2] or []
-    if not set(heads + real) <= set(revisions):
+    heads, real, revisions, files = (x or [] for x in lists)
+    if not set(heads + real) <= set(revisions) or not files:
+        return None
+    try:
+        if _stats(files) != data.get("stats"):
+            return None  # a head file edited in place (or gone)
+    except OSError:
         return None
     return ScriptHeads(
         tuple(heads), frozenset(revisions), "cache", None if real == heads else tuple(real)
     )
 
 
-def _write_cache(path: Path, key: str, heads: ScriptHeads) -> None:
-    """Write atomically, or not at all (read-only folder, no permission): never an error."""
+def _write_cache(
+    path: Path, key: str, heads: ScriptHeads, files: list[str], listed_at: int
+) -> None:
+    """Write atomically, or not at all (a head file changed within the racy window, a
+    read-only folder, no permission): never an error."""
+    try:
+        stats = _stats(files)
+    except OSError as error:
+        log.debug("no-op check: cache not written (%s)", error)
+        return
+    # A file is only as fresh as the older of its mtime and ctime (a deploy may set the mtime).
+    if any(min(mtime, ctime) > listed_at - _RACY_NS for _, mtime, ctime, _, _ in stats):
+        log.debug("no-op check: a head file changed in the last 2 s, cache not written")
+        return
     data = {
         "format": _FORMAT,
         "key": key,
         "heads": list(heads.heads),
         "real_heads": list(heads.real_heads if heads.real_heads is not None else heads.heads),
         "revisions": sorted(heads.revisions),
+        "files": files,
+        "stats": stats,
     }
     temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
