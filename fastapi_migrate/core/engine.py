@@ -32,7 +32,9 @@ from sqlalchemy import Connection, MetaData
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..backends import backend_for
 from ..backends.database import Database, DedicatedConnection
+from ..backends.drivers import is_async_url, parse_url
 from ..backends.sessions import migration_sessions
 from ..glue.config import alembic_config, load_scripts
 from ..glue.heads import HeadsLookup, lookup_heads
@@ -71,27 +73,60 @@ def migrate(
 ) -> MigrationResult:
     """Run the startup logic of the settings' ``mode``; log and return what happened."""
     settings = settings if settings is not None else MigrateSettings()
-    if settings.mode == "off":
-        result = MigrationResult("skipped", None, None, [], 0.0)
-    else:
-        metadata = resolve_metadata(metadata, settings.metadata)
-        if settings.empty_database == "create_all":
-            require_tables(metadata)
-        with Start(settings, metadata) as start:
-            result = start.run()
+    with begin(settings, metadata) as start:
+        result = start.run() if start is not None else skipped()
     log.info(result.summary())
     return result
 
 
+@contextmanager
+def begin(settings: MigrateSettings, metadata: MetaData | None) -> Iterator[Start | None]:
+    """The start of these settings, closed after the block; None when ``mode`` is ``off``."""
+    if settings.mode == "off":
+        yield None
+        return
+    metadata = resolve_metadata(metadata, settings.metadata)
+    if settings.empty_database == "create_all":
+        require_tables(metadata)
+    with Start(settings, metadata) as start:
+        yield start
+
+
+def skipped() -> MigrationResult:
+    """The result of ``MIGRATE_MODE=off``."""
+    return MigrationResult("skipped", None, None, [], 0.0)
+
+
+def checks_a_local_file(settings: MigrateSettings) -> bool:
+    """Whether the no-op check reads a SQLite file through a sync driver: it cannot wait on a
+    network, so an event loop may run it in its own thread (``Start.local_noop``)."""
+    if settings.mode == "off":
+        return False
+    url, variable = _url_of(settings)
+    try:
+        parsed = parse_url(url, variable)
+    except MigrationError:
+        return False  # the worker thread's start gives the error
+    if parsed.get_backend_name() != "sqlite" or is_async_url(parsed):
+        return False
+    return backend_for("sqlite").database_file(parsed) is not None
+
+
 def migration_database(settings: MigrateSettings) -> Database:
     """The database a start works on: ``DATABASE_URL`` in the modes that never run DDL."""
+    url, variable = _url_of(settings)
+    return Database(url, variable=variable, connect_timeout=settings.connect_timeout)
+
+
+def _url_of(settings: MigrateSettings) -> tuple[str, str]:
+    """The URL a start works on, and the variable that set it."""
     read_only = settings.mode in ("wait", "check")
     url = settings.database_url if read_only else settings.ddl_url
     assert url is not None  # MigrateSettings refuses a missing URL unless mode is off
     variable = (
         "DATABASE_URL" if read_only or not settings.migrate_database_url else "MIGRATE_DATABASE_URL"
     )
-    return Database(url, variable=variable, connect_timeout=settings.connect_timeout)
+    return url, variable
 
 
 @dataclass
@@ -166,6 +201,7 @@ class Start:
         ]
         self.db = migration_database(settings)
         self._reader: DedicatedConnection | None = None
+        self._fast: tuple[MigrationResult | None, bool, list[tuple[str, ...]] | None] | None = None
 
     def __enter__(self) -> Start:
         return self
@@ -176,8 +212,16 @@ class Start:
 
     # -- the path -------------------------------------------------------------------------
 
+    def local_noop(self) -> MigrationResult | None:
+        """The fast no-op check now, kept for ``run``, where it cannot wait on a network (see
+        ``checks_a_local_file``); None when it is not a no-op, or not checked here."""
+        if self.db.is_async or self.db.backend.database_file(self.db.url) is None:
+            return None
+        self._fast = self.fast_noop()
+        return self._fast[0]
+
     def run(self) -> MigrationResult:
-        fast, reachable, wanted = self.fast_noop()
+        fast, reachable, wanted = self._fast if self._fast is not None else self.fast_noop()
         if fast is not None:
             return fast
         if not reachable:
