@@ -92,6 +92,7 @@ def age(location: Path) -> None:
     past = time.time() - 3600
     for path in (location / "versions").glob("*.py"):
         os.utime(path, (past, past))
+    os.utime(location / "versions", (past, past))
 
 
 def start(url: str, location: Path, **settings: object) -> MigrationResult:
@@ -99,7 +100,7 @@ def start(url: str, location: Path, **settings: object) -> MigrationResult:
 
 
 def cache_of(location: Path) -> Path:
-    return location / "versions" / "__pycache__" / CACHE_NAME
+    return location / "__pycache__" / CACHE_NAME
 
 
 def heads_source(caplog: pytest.LogCaptureFixture) -> str | None:
@@ -195,6 +196,45 @@ def test_a_file_replaced_with_the_same_name_size_and_mtime_is_seen(url: str, at_
         start(url, at_head)
 
 
+def test_an_older_file_replaced_is_seen(url: str, at_head: Path) -> None:
+    """Not a head, but a new inode (git, rsync, an editor that saves by renaming): r2 now
+    starts a history of its own, so r1 is a head beside r3."""
+    path = at_head / "versions" / "r2.py"
+    before = path.stat()
+    data = path.read_bytes().replace(b"down_revision = 'r1'", b"down_revision = None")
+    path.unlink()
+    path.write_bytes(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(MultipleHeads):
+        start(url, at_head)
+
+
+def test_an_older_file_edited_in_place_is_seen_when_the_folder_changes(
+    url: str, at_head: Path
+) -> None:
+    """The documented limit of the cache's key: an edit in place of a file that is not a head
+    (same inode) is seen at the next change of the folder's listing. It brings no migration to
+    apply: here it makes a second head out of r2, which Alembic refuses."""
+    _rewrite_same_stat(
+        at_head / "versions" / "r3.py", b"down_revision = 'r2'", b"down_revision = 'r1'"
+    )
+    with pytest.raises(MultipleHeads):  # r3 is the head: its own edit is seen at once
+        start(url, at_head)
+    _rewrite_same_stat(
+        at_head / "versions" / "r3.py", b"down_revision = 'r1'", b"down_revision = 'r2'"
+    )
+    age(at_head)
+    assert start(url, at_head).action == "noop"
+    assert start(url, at_head).action == "noop"  # from the cache
+    _rewrite_same_stat(
+        at_head / "versions" / "r2.py", b"down_revision = 'r1'", b"down_revision = None"
+    )
+    assert start(url, at_head).action == "noop"  # r2 is not a head: not seen yet
+    revision(at_head, "r4", "r3", table="t4")
+    with pytest.raises(MultipleHeads):  # the listing changed: every file is read again
+        start(url, at_head)
+
+
 def test_a_removed_head_is_seen(url: str, at_head: Path) -> None:
     (at_head / "versions" / "r3.py").unlink()
     with pytest.raises(UnknownRevision, match="r3"):
@@ -272,9 +312,9 @@ def test_cache_that_cannot_be_written(
     url: str, project: Path, executed: Path, debug_log: pytest.LogCaptureFixture
 ) -> None:
     """A read-only code folder, emulated: tests run as root, whom chmod does not stop, so
-    ``versions/__pycache__`` is a plain file and every write under it fails."""
+    the cache's ``__pycache__`` is a plain file and every write under it fails."""
     location = migrations(project)
-    (location / "versions" / "__pycache__").write_text("not a folder")
+    cache_of(location).parent.write_text("not a folder")
     age(location)
     assert start(url, location).action == "upgraded"
     ran(executed)
@@ -284,7 +324,7 @@ def test_cache_that_cannot_be_written(
         assert heads_source(debug_log) == "text" and ran(executed) == []
     revision(location, "r4", "r3", table="t4")
     assert start(url, location).applied == ["r4"]
-    assert (location / "versions" / "__pycache__").read_text() == "not a folder"
+    assert cache_of(location).parent.read_text() == "not a folder"
 
 
 def test_a_foreign_or_broken_cache_is_ignored(url: str, at_head: Path, executed: Path) -> None:

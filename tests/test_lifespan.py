@@ -96,6 +96,50 @@ def test_async_env_runs_in_a_worker_thread_of_a_running_app(
     assert int(threads.read_text()) != loop_thread[0]
 
 
+def test_on_a_sqlite_file_only_the_noop_check_runs_in_the_event_loop(
+    project: Path, tmp_path: Path
+) -> None:
+    """The no-op check on a SQLite file spares the worker thread; a start that migrates still
+    runs every revision in a worker thread, after that check (an ``env.py`` may call
+    ``asyncio.run()``, which cannot run in the server's loop)."""
+    url = f"sqlite:///{tmp_path / 'app.sqlite'}"
+    location = write_migrations(project, 1)
+    threads = project / "threads.txt"
+
+    def recording(revision: str, down: str) -> None:
+        add_revision(
+            location,
+            revision,
+            down,
+            upgrade=(
+                "import pathlib, threading\n"
+                f"with pathlib.Path({str(threads)!r}).open('a') as log:\n"
+                "    log.write(f'{threading.get_ident()}\\n')\n"
+                f"op.create_table('t_{revision}', sa.Column('id', sa.Integer, primary_key=True))"
+            ),
+        )
+
+    recording("r2", "r1")
+    loop_threads: list[int] = []
+
+    @asynccontextmanager
+    async def own(app: FastAPI) -> AsyncIterator[None]:
+        loop_threads.append(threading.get_ident())
+        yield
+
+    app = FastAPI(lifespan=migrate_on_startup(own, database_url=url))
+    for expected in ("upgraded", "noop", "noop"):
+        with TestClient(app):
+            assert app.state.migration.action == expected
+    recording("r3", "r2")
+    with TestClient(app):
+        assert (app.state.migration.action, app.state.migration.applied) == ("upgraded", ["r3"])
+    ran_in = [int(line) for line in threads.read_text().split()]
+    assert len(ran_in) == 2 and not set(ran_in) & set(loop_threads)
+    assert current_revisions(url) == {"r3"}
+    assert {"t_r2", "t_r3"} <= table_names(url)
+
+
 def test_a_failed_migration_fails_startup_and_the_app_lifespan_never_runs(
     project: Path, database_url: str
 ) -> None:

@@ -5,16 +5,16 @@ Alembic learns the revision graph by executing every file in ``versions/``, whic
 hundreds of milliseconds on each restart. Here the graph's heads come from the files without
 running them:
 
-1. a *listing* of the versions folders: each revision file's name and inode, as the folder
-   lists them (no ``stat``: a file added, removed, renamed or replaced changes it);
-2. a small cache, ``versions/__pycache__/fastapi_migrate_heads.json``, that maps the last
-   listing to the heads, with the ``stat`` (size, mtime, ctime, inode) of the head files: an
-   edit in place of a head (ctime cannot be set from user space) is seen at the next start.
-   An edit in place of an older file is seen at the next change of the listing: it cannot
-   bring a migration to apply without a new file or an edited head (it can only make the
-   history one Alembic refuses). One ``stat`` per file cost as much as the whole version
-   query on SQLite at 1000 revisions;
-3. on a cache miss, a strict reading of the ``revision = ...`` / ``down_revision = ...`` lines.
+1. a small cache, ``<script_location>/__pycache__/fastapi_migrate_heads.json``, written where
+   the process may write, that maps a key to the heads. The key is each versions folder's
+   ``stat`` (a file added, removed, renamed or replaced, as git, rsync, a deploy or an editor
+   that saves by renaming does, changes the folder's mtime and ctime) and the ``stat`` of the
+   head files (size, mtime, ctime, inode: an edit in place of a head is seen; ctime cannot be
+   set from user space). An edit in place of an older file is seen at the next change of the
+   folder: it cannot bring a migration to apply without a new file or an edited head (it can
+   only make the history one Alembic refuses). One ``stat`` per file cost as much as the whole
+   version query on SQLite at 1000 revisions, and listing the folder a third of it;
+2. on a cache miss, a strict reading of the ``revision = ...`` / ``down_revision = ...`` lines.
 
 The answer is only ever the heads or "don't know" (None): anything unusual (a line the reader
 doubts, branch labels, ``depends_on``, several heads for ``head``, a target other than
@@ -48,9 +48,9 @@ from .config import alembic_option
 log = logging.getLogger("fastapi_migrate")
 
 CACHE_NAME = "fastapi_migrate_heads.json"
-_FORMAT = 3  # bump when the reading rules change: old caches are then ignored
-# A head file changed within this window of the listing might change again within the same
-# timestamp tick (1-2 s on coarse file systems) without its stat changing: never cache it.
+_FORMAT = 4  # bump when the reading rules change: old caches are then ignored
+# A folder or head file changed within this window of the key might change again within the
+# same timestamp tick (1-2 s on coarse file systems) without its stat changing: never cache it.
 _RACY_NS = 2_000_000_000
 _NAMES = rb"(?:revision|down_revision|branch_labels|depends_on)"
 # Substrings found in every line that mentions one of the names.
@@ -118,12 +118,13 @@ class HeadsLookup:
     heads: ScriptHeads | None
     key: str | None = None
     cache: Path | None = None
-    listed_at: int = 0  # time.time_ns() before the listing: a head changed since is racy
+    keyed_at: int = 0  # time.time_ns() before the key: a head changed since is racy
+    settled: bool = False  # no versions folder changed within the racy window of the key
 
     def remember(self, script: ScriptDirectory) -> None:
-        """Cache the heads of the scripts Alembic loaded, under the listing taken before
-        loading them: the next start with unchanged files executes none. Never an error."""
-        if self.heads is not None or self.key is None or self.cache is None:
+        """Cache the heads of the scripts Alembic loaded, under the key taken before loading
+        them: the next start with unchanged files executes none. Never an error."""
+        if self.heads is not None or self.key is None or self.cache is None or not self.settled:
             return
         try:
             revision_map = script.revision_map
@@ -135,7 +136,7 @@ class HeadsLookup:
             log.debug("no-op check: heads not cached (%s)", type(error).__name__)
             return
         found = ScriptHeads(heads, revisions, "cache", None if real == heads else real)
-        _write_cache(self.cache, self.key, found, files, self.listed_at)
+        _write_cache(self.cache, self.key, found, files, self.keyed_at)
         self.heads = found
 
 
@@ -146,70 +147,81 @@ def script_heads(cfg: Config) -> ScriptHeads | None:
 
 def lookup_heads(cfg: Config) -> HeadsLookup:
     """The graph's heads from the cache or the files' text (each file read at most once), and
-    the listing to cache Alembic's answer under when they are not known."""
-    folders = version_folders(cfg)
-    if folders is None:
+    the key to cache Alembic's answer under when they are not known."""
+    found = version_folders(cfg)
+    if found is None:
         return HeadsLookup(None)
-    listed_at = time.time_ns()
-    files, key = _listing(folders)
-    if not files:
-        return HeadsLookup(None)
-    cache = folders[0] / "__pycache__" / CACHE_NAME
+    script_folder, folders = found
+    keyed_at = time.time_ns()
+    key, changed = _folders_key(folders)
+    cache = script_folder / "__pycache__" / CACHE_NAME
     cached = _read_cache(cache, key)
     if cached is not None:
         return HeadsLookup(cached)
-    lookup = HeadsLookup(None, key, cache, listed_at)
+    files = _revision_files(folders)
+    if not files:
+        return HeadsLookup(None)
+    settled = changed <= keyed_at - _RACY_NS
+    lookup = HeadsLookup(None, key, cache, keyed_at, settled)
     graph = _read_graph(files)
     if graph is None:
         return lookup
     heads = _heads({revision: downs for revision, (downs, _) in graph.items()})
-    if heads is not None:
+    if heads is not None and settled:
         head_files = [graph[revision][1] for revision in heads.heads]
-        _write_cache(cache, key, heads, head_files, listed_at)
+        _write_cache(cache, key, heads, head_files, keyed_at)
     lookup.heads = heads
     return lookup
 
 
-def version_folders(cfg: Config) -> list[Path] | None:
-    """The folders Alembic reads revisions from; None for layouts this path leaves to Alembic."""
+def version_folders(cfg: Config) -> tuple[Path, list[Path]] | None:
+    """The script folder and the folders Alembic reads revisions from; None for layouts this
+    path leaves to Alembic."""
     if alembic_option(cfg, "sourceless") or alembic_option(cfg, "recursive_version_locations"):
         return None
     location = alembic_option(cfg, "script_location")
     if not isinstance(location, str) or not location:
         return None
-    if not coerce_resource_to_filename(location).is_dir():
+    script_folder = coerce_resource_to_filename(location).absolute()
+    if not script_folder.is_dir():
         return None  # Alembic's error message is the better one
     locations = cfg.get_version_locations_list()
     if locations:
-        return [coerce_resource_to_filename(p).absolute() for p in locations]
-    return [Path(coerce_resource_to_filename(location), "versions").absolute()]
+        return script_folder, [coerce_resource_to_filename(p).absolute() for p in locations]
+    return script_folder, [script_folder / "versions"]
 
 
-def _listing(folders: list[Path]) -> tuple[list[str], str]:
-    """The revision files' paths and a digest of their names and inodes, without a ``stat``
-    (the inode comes with the listing): ~0.4 us a file.
+def _folders_key(folders: list[Path]) -> tuple[str, int]:
+    """A digest of the versions folders' ``stat``, and when the latest of them changed (the
+    older of its mtime and ctime: a deploy may set the mtime)."""
+    digest = hashlib.blake2b(f"{_FORMAT}\0{folders}\0".encode(), digest_size=20)
+    changed = 0
+    for folder in folders:
+        try:
+            stat = os.stat(folder)
+        except OSError:
+            digest.update(b"missing\0")  # Alembic skips a missing versions folder too
+            continue
+        fields = (stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+        digest.update(array("q", fields).tobytes())
+        changed = max(changed, min(stat.st_mtime_ns, stat.st_ctime_ns))
+    return digest.hexdigest(), changed
 
-    No sorting: the listing order of an unchanged folder is stable, and a changed order only
-    costs a cache miss.
-    """
+
+def _revision_files(folders: list[Path]) -> list[str]:
+    """The revision files' paths, as Alembic finds them (on a cache miss only)."""
     files: list[str] = []
-    inodes = array("Q")
     for folder in folders:
         if not folder.is_dir():
-            continue  # Alembic skips a missing versions folder too
+            continue
         with os.scandir(folder) as entries:
             for entry in entries:
                 name = entry.name
                 # Alembic's rule: r"(?!\.\#|__init__)(.*\.py)$"
-                if name.endswith(".py") and not name.startswith(("__init__", ".#")):
-                    if "\n" in name or entry.is_dir():
-                        continue
+                revision_file = name.endswith(".py") and not name.startswith(("__init__", ".#"))
+                if revision_file and "\n" not in name and not entry.is_dir():
                     files.append(entry.path)
-                    inodes.append(entry.inode())
-    digest = hashlib.blake2b(f"{_FORMAT}\0{folders}\0".encode(), digest_size=20)
-    digest.update("\0".join(files).encode("utf-8", "surrogateescape"))
-    digest.update(inodes.tobytes())
-    return files, digest.hexdigest()
+    return files
 
 
 def _stats(files: list[str]) -> list[list[int]]:
@@ -367,9 +379,7 @@ def _read_cache(path: Path, key: str) -> ScriptHeads | None:
     )
 
 
-def _write_cache(
-    path: Path, key: str, heads: ScriptHeads, files: list[str], listed_at: int
-) -> None:
+def _write_cache(path: Path, key: str, heads: ScriptHeads, files: list[str], keyed_at: int) -> None:
     """Write atomically, or not at all (a head file changed within the racy window, a
     read-only folder, no permission): never an error."""
     try:
@@ -378,7 +388,7 @@ def _write_cache(
         log.debug("no-op check: cache not written (%s)", error)
         return
     # A file is only as fresh as the older of its mtime and ctime (a deploy may set the mtime).
-    if any(min(mtime, ctime) > listed_at - _RACY_NS for _, mtime, ctime, _, _ in stats):
+    if any(min(mtime, ctime) > keyed_at - _RACY_NS for _, mtime, ctime, _, _ in stats):
         log.debug("no-op check: a head file changed in the last 2 s, cache not written")
         return
     data = {
