@@ -184,14 +184,19 @@ def test_an_edit_that_branches_the_history_is_seen(url: str, at_head: Path) -> N
         start(url, at_head)
 
 
-def test_a_file_replaced_with_the_same_name_size_and_mtime_is_seen(url: str, at_head: Path) -> None:
-    """As a tar or rsync deploy writes it: a new inode, the old mtime."""
-    path = at_head / "versions" / "r3.py"
+def _replace_same_mtime(path: Path, old: bytes, new: bytes) -> None:
+    """Replace the file by a new one (a new inode) with the old mtime, as tar or rsync do."""
     before = path.stat()
-    data = path.read_bytes().replace(b"revision = 'r3'", b"revision = 'r8'")
+    data = path.read_bytes().replace(old, new)
+    assert data != path.read_bytes()
     path.unlink()
     path.write_bytes(data)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_a_file_replaced_with_the_same_name_size_and_mtime_is_seen(url: str, at_head: Path) -> None:
+    """As a tar or rsync deploy writes it: a new inode, the old mtime."""
+    _replace_same_mtime(at_head / "versions" / "r3.py", b"revision = 'r3'", b"revision = 'r8'")
     with pytest.raises(UnknownRevision, match="r3"):
         start(url, at_head)
 
@@ -199,12 +204,9 @@ def test_a_file_replaced_with_the_same_name_size_and_mtime_is_seen(url: str, at_
 def test_an_older_file_replaced_is_seen(url: str, at_head: Path) -> None:
     """Not a head, but a new inode (git, rsync, an editor that saves by renaming): r2 now
     starts a history of its own, so r1 is a head beside r3."""
-    path = at_head / "versions" / "r2.py"
-    before = path.stat()
-    data = path.read_bytes().replace(b"down_revision = 'r1'", b"down_revision = None")
-    path.unlink()
-    path.write_bytes(data)
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    _replace_same_mtime(
+        at_head / "versions" / "r2.py", b"down_revision = 'r1'", b"down_revision = None"
+    )
     with pytest.raises(MultipleHeads):
         start(url, at_head)
 
