@@ -144,6 +144,26 @@ def test_a_noop_restart_executes_no_revision_file(
     assert current_revisions(url) == {"r3"}
 
 
+def test_a_noop_restart_on_mariadb_reads_the_version_on_a_bare_connection(
+    project: Path, tmp_path: Path, executed: Path, debug_log: pytest.LogCaptureFixture
+) -> None:
+    """The same on MariaDB, through pymysql's bare connection (its own autocommit handling):
+    a restart at the target executes nothing; one behind it migrates."""
+    require_backend("mariadb")
+    with fresh_database("mariadb", tmp_path) as mariadb:
+        location = migrations(project)
+        assert start(mariadb, location).action == "upgraded"
+        age(location)
+        ran(executed)
+        for source in ("text", "cache"):
+            heads_source(debug_log)
+            assert start(mariadb, location).action == "noop"
+            assert heads_source(debug_log) == source and ran(executed) == []
+        revision(location, "r4", "r3", table="t4")
+        assert start(mariadb, location).applied == ["r4"]
+        assert current_revisions(mariadb) == {"r4"}
+
+
 def test_a_new_revision_is_applied(url: str, at_head: Path, executed: Path) -> None:
     revision(at_head, "r4", "r3", table="t4")
     result = start(url, at_head)
@@ -232,6 +252,8 @@ def test_an_older_file_edited_in_place_is_seen_when_the_folder_changes(
         at_head / "versions" / "r2.py", b"down_revision = 'r1'", b"down_revision = None"
     )
     assert start(url, at_head).action == "noop"  # r2 is not a head: not seen yet
+    # Nor for "heads", where Alembic would now run r1 again (it has become a head of its own).
+    assert start(url, at_head, target="heads").action == "noop"
     revision(at_head, "r4", "r3", table="t4")
     with pytest.raises(MultipleHeads):  # the listing changed: every file is read again
         start(url, at_head)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -11,6 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import httpx2
 import pytest
 from fastapi import FastAPI, Request
@@ -141,6 +145,77 @@ def test_on_a_sqlite_file_revisions_still_run_in_a_worker_thread(
     assert ran_in[0] != loop_threads[0] and ran_in[1] != loop_threads[3]
     assert current_revisions(url) == {"r3"}
     assert {"t_r2", "t_r3"} <= table_names(url)
+
+
+def _started_with_a_ticker(app: FastAPI) -> tuple[str, float]:
+    """Enter and leave the app's lifespan on a new event loop with a task that ticks every
+    10 ms beside it: the action, and the longest the loop went without a tick."""
+
+    async def main() -> tuple[str, float]:
+        gaps = [0.0]
+        running = True
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while running:
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0.05)
+        async with app.router.lifespan_context(app):
+            action = str(app.state.migration.action)
+        running = False
+        await task
+        return action, max(gaps)
+
+    return asyncio.run(main())
+
+
+def test_a_sqlite_noop_needs_no_worker_thread_and_never_stalls_the_loop(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The no-op check of a SQLite file runs in the event loop (no worker thread: the first
+    costs about a millisecond), but never waits there: a file another process holds locked,
+    or heads not in the cache, send the start to a worker thread, and the loop keeps serving."""
+    url = f"sqlite:///{tmp_path / 'app.sqlite'}"
+    location = write_migrations(project, 2)
+    hops: list[object] = []
+    real_run_sync = anyio.to_thread.run_sync
+
+    async def counted(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(fn)
+        return await real_run_sync(fn, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    app = FastAPI(lifespan=migrate_on_startup(database_url=url))
+    assert _started_with_a_ticker(app)[0] == "upgraded" and len(hops) == 1
+    past = time.time() - 3600  # files and folder from an earlier deploy: the cache is written
+    for path in [location / "versions", *(location / "versions").glob("*.py")]:
+        os.utime(path, (past, past))
+    assert _started_with_a_ticker(app)[0] == "noop" and len(hops) == 2  # a cache miss
+    assert _started_with_a_ticker(app)[0] == "noop" and len(hops) == 2  # in the event loop
+
+    # Another process holds the file: the check gives up at once and a worker thread waits.
+    locked = threading.Event()
+
+    def hold_the_file() -> None:
+        holder = sqlite3.connect(tmp_path / "app.sqlite")
+        holder.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        time.sleep(3)
+        holder.rollback()
+        holder.close()
+
+    holding = threading.Thread(target=hold_the_file)
+    holding.start()
+    locked.wait(10)
+    action, longest_stall = _started_with_a_ticker(app)
+    holding.join()
+    assert action == "noop" and len(hops) == 3
+    assert longest_stall < 1.5, f"the event loop stalled {longest_stall:.1f}s"
 
 
 def test_a_failed_migration_fails_startup_and_the_app_lifespan_never_runs(

@@ -38,6 +38,8 @@ _CONNECT_TIMEOUT_ARGS = {
     "pymysql": ("connect_timeout", "read_timeout", "write_timeout"),
     "mysqldb": ("connect_timeout",),
 }
+# Drivers that take ``autocommit`` when connecting (and otherwise turn it off there).
+_AUTOCOMMIT_ON_CONNECT = ("pymysql", "mysqldb")
 # Messages that no amount of retrying will fix.
 _PERMANENT = (
     "password authentication failed",
@@ -127,13 +129,14 @@ class Database:
         finally:
             conn.close()
 
-    def read_bare(self, fn: Callable[[DBAPICursor], T]) -> T:
+    def read_bare(self, fn: Callable[[DBAPICursor], T], *, wait: bool = True) -> T:
         """``fn`` on a cursor of a bare driver connection, then closed, nothing committed.
 
         No pool, no events and no dialect initialization: on PostgreSQL the initialization
         costs more round trips than the read itself (``SELECT version()``, the schema, the
         isolation level). For the no-op check, whose one ``SELECT`` needs none of it. Sync
-        drivers only: an async driver's connection needs a greenlet.
+        drivers only: an async driver's connection needs a greenlet. ``wait=False``: a SQLite
+        file locked by another process fails at once instead of after the busy timeout.
         """
         if self.is_async:
             raise TypeError(f"{self.url.drivername} is async: read_bare needs a sync driver")
@@ -142,6 +145,10 @@ class Database:
         cparams = dict(cparams)
         self.backend.connect_params(dialect.driver, cparams)
         _bound(self, cparams)
+        if dialect.driver in _AUTOCOMMIT_ON_CONNECT:
+            cparams["autocommit"] = True  # else they send SET AUTOCOMMIT=0, then =1
+        if not wait and dialect.name == "sqlite":
+            cparams["timeout"] = 0.0
         connection = dialect.connect(*cargs, **cparams)
         autocommit = False
         try:

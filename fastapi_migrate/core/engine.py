@@ -171,11 +171,16 @@ class Tree:
                 self.lookup.remember(self.script)
         return self.script
 
-    def target_from_text(self) -> tuple[str, ...] | None:
-        """The target's revisions, read without executing a revision file; None if unsure."""
-        if self.lookup is None:
-            self.lookup = lookup_heads(self.cfg)
-        heads = self.lookup.heads
+    def target_from_text(self, *, cache_only: bool = False) -> tuple[str, ...] | None:
+        """The target's revisions, read without executing a revision file; None if unsure.
+        ``cache_only``: from the heads cache alone, and a miss is not kept (the files' text
+        is then read by the next call)."""
+        lookup = self.lookup
+        if lookup is None:
+            lookup = lookup_heads(self.cfg, cache_only=cache_only)
+        if lookup.heads is not None or not cache_only:
+            self.lookup = lookup
+        heads = lookup.heads
         self.heads_read_from = heads.source if heads is not None else None
         return heads.target(self.settings.target) if heads is not None else None
 
@@ -213,12 +218,16 @@ class Start:
     # -- the path -------------------------------------------------------------------------
 
     def local_noop(self) -> MigrationResult | None:
-        """The fast no-op check now, kept for ``run``, where it cannot wait on a network (see
-        ``checks_a_local_file``); None when it is not a no-op, or not checked here."""
+        """The fast no-op check of a SQLite file, short enough for an event loop: the heads from
+        the cache alone (no revision file read), the version read without waiting for a lock
+        (another process may hold the file for seconds). None when it is not known to be a
+        no-op; what it learnt is kept for ``run``."""
         if self.db.is_async or self.db.backend.database_file(self.db.url) is None:
             return None
-        self._fast = self.fast_noop()
-        return self._fast[0]
+        fast = self.fast_noop(quick=True)
+        if fast[2] is not None:  # every tree's target is known: ``run`` needs no new look
+            self._fast = fast
+        return fast[0]
 
     def run(self) -> MigrationResult:
         fast, reachable, wanted = self._fast if self._fast is not None else self.fast_noop()
@@ -235,13 +244,16 @@ class Start:
             raise PendingMigrations(f"{self.behind(plans)}; MIGRATE_MODE=check never migrates")
         return self.wait(plans)
 
-    def fast_noop(self) -> tuple[MigrationResult | None, bool, list[tuple[str, ...]] | None]:
+    def fast_noop(
+        self, *, quick: bool = False
+    ) -> tuple[MigrationResult | None, bool, list[tuple[str, ...]] | None]:
         """The ``noop`` when every tree is at its target (else None, "don't know"); whether
-        the database answered; every tree's target when known without loading the scripts."""
+        the database answered; every tree's target when known without loading the scripts.
+        ``quick``: see ``local_noop``."""
         reachable = False
         wanted: list[tuple[str, ...]] | None = None
         try:
-            targets = [tree.target_from_text() for tree in self.trees]
+            targets = [tree.target_from_text(cache_only=quick) for tree in self.trees]
             if any(not target for target in targets):
                 return None, False, None
             wanted = [target for target in targets if target]
@@ -258,7 +270,7 @@ class Start:
                     reachable = True
                     return [tree.table.read_with(cursor, dialect) for tree in self.trees]
 
-                found = self.noop_if(self.db.read_bare(read), wanted)
+                found = self.noop_if(self.db.read_bare(read, wait=not quick), wanted)
         except (SQLAlchemyError, OSError) as error:
             log.debug("no-op check: %s, loading the scripts", type(error).__name__)
             return None, reachable, wanted

@@ -11,9 +11,10 @@ running them:
    that saves by renaming does, changes the folder's mtime and ctime) and the ``stat`` of the
    head files (size, mtime, ctime, inode: an edit in place of a head is seen; ctime cannot be
    set from user space). An edit in place of an older file is seen at the next change of the
-   folder: it cannot bring a migration to apply without a new file or an edited head (it can
-   only make the history one Alembic refuses). One ``stat`` per file cost as much as the whole
-   version query on SQLite at 1000 revisions, and listing the folder a third of it;
+   folder: it rewrites history already applied (a new migration takes a new file or an edited
+   head), which Alembic refuses, or with target ``heads`` may run again, where the cached answer
+   is a no-op. One ``stat`` per file cost as much as the whole version query on SQLite at 1000
+   revisions, and listing the folder a third of it;
 2. on a cache miss, a strict reading of the ``revision = ...`` / ``down_revision = ...`` lines.
 
 The answer is only ever the heads or "don't know" (None): anything unusual (a line the reader
@@ -145,9 +146,10 @@ def script_heads(cfg: Config) -> ScriptHeads | None:
     return lookup_heads(cfg).heads
 
 
-def lookup_heads(cfg: Config) -> HeadsLookup:
+def lookup_heads(cfg: Config, *, cache_only: bool = False) -> HeadsLookup:
     """The graph's heads from the cache or the files' text (each file read at most once), and
-    the key to cache Alembic's answer under when they are not known."""
+    the key to cache Alembic's answer under when they are not known. ``cache_only``: no file
+    is read on a miss (the heads are then None, and nothing is remembered)."""
     found = version_folders(cfg)
     if found is None:
         return HeadsLookup(None)
@@ -156,7 +158,7 @@ def lookup_heads(cfg: Config) -> HeadsLookup:
     key, changed = _folders_key(folders)
     cache = script_folder / "__pycache__" / CACHE_NAME
     cached = _read_cache(cache, key)
-    if cached is not None:
+    if cached is not None or cache_only:
         return HeadsLookup(cached)
     files = _revision_files(folders)
     if not files:
