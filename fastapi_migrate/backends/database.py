@@ -12,7 +12,7 @@ import asyncio
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Connection, create_engine, event, exc, pool
@@ -150,22 +150,17 @@ class Database:
         if not wait and dialect.name == "sqlite":
             cparams["timeout"] = 0.0
         connection = dialect.connect(*cargs, **cparams)
-        autocommit = False
         try:
             # No transaction left open at close: behind a transaction pooler (PgBouncer), a
             # client gone mid-transaction makes it close the server session, which another
             # client's session lock may live on. Autocommit also spares BEGIN and ROLLBACK.
             dialect.set_isolation_level(connection, "AUTOCOMMIT")
-            autocommit = True
             cursor = connection.cursor()
             try:
                 return fn(cursor)
             finally:
                 cursor.close()
         finally:
-            if not autocommit:
-                with suppress(Exception):
-                    connection.rollback()
             connection.close()
 
     def wait_until_reachable(self, timeout: float) -> None:

@@ -29,6 +29,7 @@ from typing import Protocol, TypeVar
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData
+from sqlalchemy.engine import URL
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -104,12 +105,16 @@ def checks_a_local_file(settings: MigrateSettings) -> bool:
         return False
     url, variable = _url_of(settings)
     try:
-        parsed = parse_url(url, variable)
+        return _is_a_sqlite_file(parse_url(url, variable))
     except MigrationError:
         return False  # the worker thread's start gives the error
-    if parsed.get_backend_name() != "sqlite" or is_async_url(parsed):
+
+
+def _is_a_sqlite_file(url: URL) -> bool:
+    """A SQLite file through a sync driver: nothing on the way to it can wait on a network."""
+    if url.get_backend_name() != "sqlite" or is_async_url(url):
         return False
-    return backend_for("sqlite").database_file(parsed) is not None
+    return backend_for("sqlite").database_file(url) is not None
 
 
 def migration_database(settings: MigrateSettings) -> Database:
@@ -222,7 +227,7 @@ class Start:
         the cache alone (no revision file read), the version read without waiting for a lock
         (another process may hold the file for seconds). None when it is not known to be a
         no-op; what it learnt is kept for ``run``."""
-        if self.db.is_async or self.db.backend.database_file(self.db.url) is None:
+        if not _is_a_sqlite_file(self.db.url):
             return None
         fast = self.fast_noop(quick=True)
         if fast[2] is not None:  # every tree's target is known: ``run`` needs no new look
