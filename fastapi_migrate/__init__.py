@@ -13,6 +13,7 @@ from .core.errors import (
     MultipleHeads,
     PendingMigrations,
     UnknownRevision,
+    UnsafeMigration,
     UnversionedDatabase,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "MultipleHeads",
     "PendingMigrations",
     "UnknownRevision",
+    "UnsafeMigration",
     "UnversionedDatabase",
     "health_router",
     "migrate",

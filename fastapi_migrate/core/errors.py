@@ -24,6 +24,11 @@ class LockLost(MigrationError):
     pooler or network): nothing more was committed, and the migration stopped."""
 
 
+class UnsafeMigration(MigrationError):
+    """``MIGRATE_UNSAFE=refuse``: a revision to apply has unsuppressed lint findings; raised
+    before any DDL, the database untouched."""
+
+
 class UnknownRevision(MigrationError):
     """The database is at a revision the scripts do not know (newer code was rolled back)."""
 

@@ -31,6 +31,7 @@ from ..backends.sessions import session_statements
 from .errors import DatabaseUnavailable, LockLost, LockTimeout
 from .redaction import error_line
 from .retry import poll
+from .settings import LockChoice
 
 log = logging.getLogger("fastapi_migrate")
 
@@ -72,7 +73,7 @@ def migration_lock(
     version_table: str,
     version_table_schema: str | None,
     timeout: float,
-    enabled: bool = True,
+    enabled: LockChoice = True,
     ends_when: Callable[[], bool] | None = None,
 ) -> Iterator[LockKeeper | None]:
     """The process lock plus the database's lock for this version table, kept alive while

@@ -26,6 +26,10 @@ from .trees import MigrationTree, check_trees
 Mode = Literal["upgrade", "wait", "check", "off"]
 EmptyDatabaseStrategy = Literal["upgrade", "create_all"]
 UnknownRevisionPolicy = Literal["error", "ignore"]
+UnsafePolicy = Literal["warn", "refuse", "allow"]
+# ``True``: the session lock where it can be trusted, else the lease; ``"lease"``: always the
+# lease in a table; ``False``: no lock.
+LockChoice = bool | Literal["lease"]
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _URL_FIELDS = ("database_url", "migrate_database_url")
@@ -82,7 +86,15 @@ class MigrateSettings(BaseSettings):
     # Seconds a DDL statement may wait for a table lock (PostgreSQL lock_timeout, MySQL
     # lock_wait_timeout) before the migration fails instead of stalling every query behind it.
     ddl_lock_timeout: float = Field(default=10.0, ge=0, allow_inf_nan=False)
-    lock: bool = True
+    # After a DDL lock timeout: roll the revision back, wait with backoff, try again (0: fail).
+    ddl_lock_retries: int = Field(default=5, ge=0, le=100)
+    # Lint findings in the revisions a start applies: log them, refuse the start, or skip the check.
+    unsafe: UnsafePolicy = "warn"
+    # Below this many estimated rows a lock or scan finding is fine at that size.
+    unsafe_max_rows: int | None = Field(default=None, ge=0)
+    # ``module:function`` called with a Connection after the migration, under the lock.
+    seed: str | None = None
+    lock: LockChoice = True
     # Several packages' migrations, each with its own version table, in this order (JSON in
     # MIGRATE_TREES); empty: the one tree of script_location and version_table.
     trees: list[MigrationTree] = Field(default_factory=list)
