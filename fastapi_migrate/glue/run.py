@@ -28,6 +28,7 @@ from ..core.errors import ConfigurationError
 from ..core.settings import MigrateSettings
 from .config import alembic_config, environment_options
 from .logging_guard import preserved_logging
+from .same_database import refuse_another_database
 
 
 def run_upgrade(
@@ -97,6 +98,27 @@ class _CheckedEnvironment(EnvironmentContext):
             "env.py take version_table and version_table_schema from the settings "
             "(config.attributes); nothing was migrated"
         )
+
+
+def _checked_configure(original: Callable[..., None]) -> Callable[..., None]:
+    """``EnvironmentContext.configure`` that, for a Config of ours (built by ``alembic_config``,
+    whichever Alembic command runs ``env.py``: upgrade, downgrade, stamp, the checks of
+    ``fastapi_migrate.testing``), refuses a connection to another database than the one asked
+    for, before Alembic reads or writes anything. Other Configs are left alone."""
+
+    def configure(self: EnvironmentContext, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        attributes = self.config.attributes
+        if attributes.get("fastapi_migrate"):
+            refuse_another_database(attributes, self.get_context().connection)
+
+    configure.__wrapped__ = original  # type: ignore[attr-defined]
+    configure.__doc__ = original.__doc__
+    return configure
+
+
+if not hasattr(EnvironmentContext.configure, "__wrapped__"):
+    EnvironmentContext.configure = _checked_configure(EnvironmentContext.configure)  # type: ignore[method-assign]
 
 
 def _environment(settings: MigrateSettings, *args: Any, **kwargs: Any) -> EnvironmentContext:
