@@ -24,6 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData
 
 from ..backends.database import DedicatedConnection
+from ..backends.sqlite import emits_begin
 from ..core.errors import ConfigurationError
 from ..core.settings import MigrateSettings
 from .config import alembic_config, environment_options
@@ -107,14 +108,29 @@ def _checked_configure(original: Callable[..., None]) -> Callable[..., None]:
     for, before Alembic reads or writes anything. Other Configs are left alone."""
 
     def configure(self: EnvironmentContext, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
         attributes = self.config.attributes
-        if attributes.get("fastapi_migrate"):
-            refuse_another_database(attributes, self.get_context().connection)
+        if not attributes.get("fastapi_migrate"):
+            original(self, *args, **kwargs)
+            return
+        _transactional_sqlite(kwargs.get("connection", args[0] if args else None), kwargs)
+        original(self, *args, **kwargs)
+        refuse_another_database(attributes, self.get_context().connection)
 
     configure.__wrapped__ = original  # type: ignore[attr-defined]
     configure.__doc__ = original.__doc__
     return configure
+
+
+def _transactional_sqlite(connection: Any, options: dict[str, Any]) -> None:
+    """SQLite's DDL in the migration's transaction, for every ``env.py`` (not only ours): a
+    failed start leaves nothing behind. Alembic takes SQLite's DDL for non-transactional, and
+    ``env.py`` files rarely say otherwise; one that passes ``transactional_ddl`` is obeyed."""
+    if isinstance(connection, _Borrowed):
+        connection = connection._connection
+    if "transactional_ddl" in options or not isinstance(connection, Connection):
+        return
+    if connection.dialect.name == "sqlite" and emits_begin(connection):
+        options["transactional_ddl"] = True
 
 
 if not hasattr(EnvironmentContext.configure, "__wrapped__"):
