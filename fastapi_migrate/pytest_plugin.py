@@ -14,6 +14,7 @@ SQLAlchemy and Alembic only when a fixture is used.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
     from .core.settings import MigrateSettings
-    from .testing.janitor import MigratedTemplate
+    from .testing.janitor import Janitor, MigratedTemplate
     from .testing.rollback import WorkerDatabase
 
 _previous_url = pytest.StashKey[str | None]()
@@ -106,15 +107,54 @@ def migrated_template(
     # SQLite templates are kept in pytest's cache folder (a temporary one without it).
     cache = getattr(pytestconfig, "cache", None)
     folder = cache.mkdir("fastapi-migrate") if cache else tmp_path_factory.mktemp("fastapi-migrate")
-    server = database_server(server_url(), Path(folder))
-    janitor = Janitor(server, worker=os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    janitor: Janitor | None = None
+    template: MigratedTemplate | None = None
+    failure: str | None = None
     try:
-        yield janitor.kept_template(
+        server = database_server(server_url(), Path(folder))
+        janitor = Janitor(server, worker=os.environ.get("PYTEST_XDIST_WORKER", "main"))
+        template = janitor.kept_template(
             migrate_settings,
             run=pytestconfig.stash[_run],
             rebuild=bool(pytestconfig.getoption("migrate_rebuild", False)),
         )
+    except Exception as error:
+        if not server_url():
+            raise  # SQLite files: no secret to hide, and the traceback helps
+        failure = _server_failure(error)
+        if janitor is not None:
+            _close_quietly(janitor)
+    if failure is not None or template is None or janitor is None:
+        # Out of the except block and without a traceback: the driver's frames hold the
+        # password (its connect arguments, shown even without -l), this one holds none.
+        pytest.fail(failure or "fastapi-migrate: no template", pytrace=False)
+    try:
+        yield template
     finally:
+        janitor.close()
+
+
+def _server_failure(error: BaseException) -> str:
+    """The plugin's one line for a server it could not use, every secret masked."""
+    from .core.errors import MigrationError
+    from .core.redaction import error_line, mask_url, redact
+
+    url = server_url()
+    reason = (
+        f"{type(error).__name__}: {error}"
+        if isinstance(error, MigrationError)
+        else error_line(error, [url])
+    )
+    return redact(
+        f"fastapi-migrate: the test databases on {mask_url(url)} (--migrate-db-url / "
+        f"{SERVER_URL_VARIABLE}) could not be prepared: {' '.join(reason.split())}",
+        [url],
+    )
+
+
+def _close_quietly(janitor: Janitor) -> None:
+    """Close after a failure; the server already failed, its first error is the one to show."""
+    with contextlib.suppress(Exception):
         janitor.close()
 
 

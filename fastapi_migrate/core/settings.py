@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import re
 from collections.abc import Iterator
@@ -154,8 +155,7 @@ class MigrateSettings(BaseSettings):
             )
         ini = self.config_files()[0]
         if self.database_url is None and ini is not None:
-            url = Config(str(ini)).get_main_option("sqlalchemy.url")
-            self.database_url = url or None
+            self.database_url = _ini_url(ini)
         if self.database_url is None and self.mode != "off" and _url_required.get():
             raise ValueError(
                 "DATABASE_URL: no database URL; set DATABASE_URL "
@@ -219,6 +219,20 @@ class MigrateSettings(BaseSettings):
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
             yield name, (mask_url(value) if name in _URL_FIELDS and value else value)
+
+
+def _ini_url(ini: Path) -> str | None:
+    """alembic.ini's ``sqlalchemy.url``. configparser reads ``%`` as interpolation, and its
+    error quotes the rest of the value (a %-encoded password): name the option, never the value.
+    """
+    try:
+        return Config(str(ini)).get_main_option("sqlalchemy.url") or None
+    except configparser.InterpolationError as error:
+        raise ValueError(
+            f"{ini}: [{error.section}] {error.option} holds a '%' that configparser reads as "
+            "interpolation: write each '%' in it as '%%' (a password's %40 as %%40), or set "
+            "DATABASE_URL instead"
+        ) from None
 
 
 _INI = Path("alembic.ini")
