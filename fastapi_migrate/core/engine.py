@@ -259,9 +259,11 @@ class Start:
         wanted: list[tuple[str, ...]] | None = None
         try:
             targets = [tree.target_from_text(cache_only=quick) for tree in self.trees]
-            if any(not target for target in targets):
+            if any(target is None for target in targets):
                 return None, False, None
-            wanted = [target for target in targets if target]
+            # An empty history's target is no revision (``()``): known, and reached by a
+            # version table with no row.
+            wanted = [target for target in targets if target is not None]
             if self.db.is_async:
                 # One SELECT per tree needs no transaction: autocommit spares BEGIN and COMMIT.
                 with self.db.connection(autocommit=True) as connection:
