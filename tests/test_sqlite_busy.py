@@ -13,8 +13,16 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 
-from fastapi_migrate import LockTimeout, MigrateSettings, MigrationError, migrate
+from fastapi_migrate import (
+    LockTimeout,
+    MigrateSettings,
+    MigrationError,
+    migrate,
+    migrate_on_startup,
+)
 
 from .conftest import require_backend
 from .support import (
@@ -121,3 +129,27 @@ def test_a_role_that_may_not_read_the_version_table_gets_a_migration_error(
         finally:
             execute(url, f"DROP OWNED BY {role}")
             execute(PG_SERVER, f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("mode", ["upgrade", "wait"])
+def test_the_lifespan_waits_for_another_writer_then_serves(
+    at_r1: tuple[Path, str], mode: str
+) -> None:
+    path, url = at_r1
+    if mode == "wait":
+        migrate(MigrateSettings(database_url=url))
+    app = FastAPI(lifespan=migrate_on_startup(database_url=url, mode=mode, lock_timeout=60))
+    with another_writer(path, "EXCLUSIVE", 2), TestClient(app):
+        assert app.state.migration.to_revision == "r2"
+    assert current_revisions(url) == {"r2"}
+
+
+@pytest.mark.parametrize("mode", ["upgrade", "wait"])
+def test_the_lifespan_lets_only_a_migration_error_out(at_r1: tuple[Path, str], mode: str) -> None:
+    path, url = at_r1
+    app = FastAPI(lifespan=migrate_on_startup(database_url=url, mode=mode, lock_timeout=1))
+    writer = another_writer(path, "EXCLUSIVE", 6)
+    with writer, pytest.raises(MigrationError) as caught, TestClient(app):
+        pass
+    assert isinstance(caught.value, LockTimeout), repr(caught.value)
+    assert current_revisions(url) == {"r1"}

@@ -113,7 +113,10 @@ def _checked_configure(original: Callable[..., None]) -> Callable[..., None]:
             original(self, *args, **kwargs)
             return
         connection = kwargs.get("connection", args[0] if args else None)
-        _transactional_sqlite(connection, kwargs, attributes.get("settings"))
+        # revision --autogenerate and current only read: no write lock for them.
+        reads_only = any(k in self.context_opts for k in ("revision_context", "dont_mutate"))
+        settings = None if reads_only else attributes.get("settings")
+        _transactional_sqlite(connection, kwargs, settings)
         original(self, *args, **kwargs)
         context = self.get_context()
         if not context.as_sql:  # --sql: a mock connection, nothing runs on any database
