@@ -29,7 +29,7 @@ from typing import Protocol, TypeVar
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,6 +37,7 @@ from ..backends import backend_for
 from ..backends.database import Database, DedicatedConnection
 from ..backends.drivers import is_async_url, parse_url
 from ..backends.sessions import migration_sessions
+from ..backends.sqlite import is_locked
 from ..glue.config import alembic_config, load_scripts
 from ..glue.heads import HeadsLookup, lookup_heads
 from ..glue.run import run_on_connection, run_upgrade, stamp
@@ -120,7 +121,24 @@ def _is_a_sqlite_file(url: URL) -> bool:
 def migration_database(settings: MigrateSettings) -> Database:
     """The database a start works on: ``DATABASE_URL`` in the modes that never run DDL."""
     url, variable = _url_of(settings)
-    return Database(url, variable=variable, connect_timeout=settings.connect_timeout)
+    return Database(
+        busy_within(url, settings.lock_timeout),
+        variable=variable,
+        connect_timeout=settings.connect_timeout,
+    )
+
+
+def busy_within(url: str, seconds: float) -> str | URL:
+    """A SQLite URL whose connections wait ``seconds`` (``MIGRATE_LOCK_TIMEOUT``) for another
+    process's write transaction, not the driver's 5: the busy timeout, unless the URL sets
+    one. Other URLs as they are."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url  # Database says what is wrong with it
+    if parsed.get_backend_name() != "sqlite" or "timeout" in parsed.query:
+        return url
+    return parsed.update_query_dict({"timeout": f"{seconds:g}"})
 
 
 def _url_of(settings: MigrateSettings) -> tuple[str, str]:
@@ -235,6 +253,36 @@ class Start:
         return fast[0]
 
     def run(self) -> MigrationResult:
+        """The start; only ``MigrationError`` escapes (SPEC 4): a read the database refused (a
+        SQLite file another process keeps locked, a role that may not read the version table)
+        is one too."""
+        try:
+            return self._run()
+        except MigrationError:
+            raise
+        except SQLAlchemyError as error:
+            raise self.refused(error) from None
+
+    def refused(self, error: SQLAlchemyError) -> MigrationError:
+        """What a read the database refused means, and what to do."""
+        if self.db.dialect_name == "sqlite" and is_locked(error):
+            return LockTimeout(
+                f"another process kept {self.db.url.database} locked (a write transaction) "
+                f"for longer than MIGRATE_LOCK_TIMEOUT={self.settings.lock_timeout:g}s; "
+                "nothing was migrated: start again, or raise MIGRATE_LOCK_TIMEOUT"
+            )
+        tables = ", ".join(
+            ".".join(p for p in (tree.table.schema, tree.table.name) if p) for tree in self.trees
+        )
+        return MigrationFailed(
+            f"the database refused a read of {tables} ({error_line(error, [self.db.url])}); "
+            "nothing was migrated: grant the role of the URL SELECT on it (and INSERT, UPDATE, "
+            "DELETE, CREATE to migrate), or check the URL",
+            revision=None,
+            current_revision=None,
+        )
+
+    def _run(self) -> MigrationResult:
         fast, reachable, wanted = self._fast if self._fast is not None else self.fast_noop()
         if fast is not None:
             return fast
@@ -259,9 +307,11 @@ class Start:
         wanted: list[tuple[str, ...]] | None = None
         try:
             targets = [tree.target_from_text(cache_only=quick) for tree in self.trees]
-            if any(not target for target in targets):
+            if any(target is None for target in targets):
                 return None, False, None
-            wanted = [target for target in targets if target]
+            # An empty history's target is no revision (``()``): known, and reached by a
+            # version table with no row.
+            wanted = [target for target in targets if target is not None]
             if self.db.is_async:
                 # One SELECT per tree needs no transaction: autocommit spares BEGIN and COMMIT.
                 with self.db.connection(autocommit=True) as connection:
@@ -517,9 +567,24 @@ class Start:
         except MigrationError:
             raise
         except Exception as error:
+            if self.db.dialect_name == "sqlite" and is_locked(error):
+                raise self.locked_out(tree, applied) from None
             failure = migration_failed(self.db, s, script, plan, applied, error)
             raise failure from redacted_cause(self.db, error)
         return applied
+
+    def locked_out(self, tree: Tree, applied: list[str]) -> LockTimeout:
+        """Another process kept the SQLite file's write lock past ``MIGRATE_LOCK_TIMEOUT``."""
+        try:
+            left = format_revisions(self.db.run(tree.table.read_if_present)) or "no revision"
+        except Exception:
+            left = "a revision that could not be read"
+        return LockTimeout(
+            f"another process kept {self.db.url.database} locked (a write transaction) for "
+            f"longer than MIGRATE_LOCK_TIMEOUT={self.settings.lock_timeout:g}s; what was not "
+            f"committed was rolled back, the database is left at {left} (applied this start: "
+            f"{', '.join(applied) or 'none'}): start again, or raise MIGRATE_LOCK_TIMEOUT"
+        )
 
     def lock_lost(
         self, tree: Tree, plan: MigrationPlan, applied: list[str], lost: LockLost

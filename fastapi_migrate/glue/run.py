@@ -24,7 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData
 
 from ..backends.database import DedicatedConnection
-from ..backends.sqlite import emits_begin
+from ..backends.sqlite import emits_begin, migrates_after_writers
 from ..core.errors import ConfigurationError
 from ..core.settings import MigrateSettings
 from .config import alembic_config, environment_options
@@ -112,24 +112,33 @@ def _checked_configure(original: Callable[..., None]) -> Callable[..., None]:
         if not attributes.get("fastapi_migrate"):
             original(self, *args, **kwargs)
             return
-        _transactional_sqlite(kwargs.get("connection", args[0] if args else None), kwargs)
+        connection = kwargs.get("connection", args[0] if args else None)
+        # revision --autogenerate and current only read: no write lock for them.
+        reads_only = any(k in self.context_opts for k in ("revision_context", "dont_mutate"))
+        settings = None if reads_only else attributes.get("settings")
+        _transactional_sqlite(connection, kwargs, settings)
         original(self, *args, **kwargs)
-        refuse_another_database(attributes, self.get_context().connection)
+        context = self.get_context()
+        if not context.as_sql:  # --sql: a mock connection, nothing runs on any database
+            refuse_another_database(attributes, context.connection)
 
     configure.__wrapped__ = original  # type: ignore[attr-defined]
     configure.__doc__ = original.__doc__
     return configure
 
 
-def _transactional_sqlite(connection: Any, options: dict[str, Any]) -> None:
+def _transactional_sqlite(connection: Any, options: dict[str, Any], settings: Any) -> None:
     """SQLite's DDL in the migration's transaction, for every ``env.py`` (not only ours): a
     failed start leaves nothing behind. Alembic takes SQLite's DDL for non-transactional, and
-    ``env.py`` files rarely say otherwise; one that passes ``transactional_ddl`` is obeyed."""
+    ``env.py`` files rarely say otherwise; one that passes ``transactional_ddl`` is obeyed.
+    Another writer is waited for, within ``MIGRATE_LOCK_TIMEOUT``."""
     if isinstance(connection, _Borrowed):
         connection = connection._connection
-    if "transactional_ddl" in options or not isinstance(connection, Connection):
+    if not isinstance(connection, Connection) or connection.dialect.name != "sqlite":
         return
-    if connection.dialect.name == "sqlite" and emits_begin(connection):
+    if isinstance(settings, MigrateSettings) and not connection.in_transaction():
+        migrates_after_writers(connection, settings.lock_timeout)
+    if "transactional_ddl" not in options and emits_begin(connection):
         options["transactional_ddl"] = True
 
 
