@@ -9,6 +9,7 @@ message, the exit code and that nothing was touched.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from fastapi_migrate import ConfigurationError, MigrateSettings, migrate, migrate_on_startup
+from fastapi_migrate.backends.drivers import missing_driver_hint
 
 from .cli_helpers import cli, fails
 from .support import (
@@ -347,6 +349,34 @@ def test_an_empty_variable_means_unset_cli_and_uvicorn(project: Path, tmp_path: 
     finally:
         output = stop(proc)
     assert START_LINE not in output, output
+
+
+def test_a_start_failing_with_an_error_that_is_no_migration_error_logs_the_line_first(
+    project: Path, tmp_path: Path
+) -> None:
+    """Another process holds the SQLite file under ``BEGIN EXCLUSIVE`` for the whole start:
+    whatever the start raises, the one line comes first."""
+    write_migrations(project, 1)
+    database = tmp_path / "app.sqlite"
+    holder = sqlite3.connect(database, isolation_level=None)
+    try:
+        holder.execute("CREATE TABLE other (id INTEGER)")
+        holder.execute("BEGIN EXCLUSIVE")
+        env = subprocess_env(DATABASE_URL=f"sqlite:///{database}", MIGRATE_LOCK_TIMEOUT="1")
+        _uvicorn_start_line(project, env)
+    finally:
+        holder.close()
+
+
+def test_plain_postgresql_without_psycopg2_says_what_to_write() -> None:
+    """SQLAlchemy 2.0 reads ``postgresql://`` as psycopg2, which the ``postgres`` extra does not
+    install (psycopg 3 does); 2.1 reads it as psycopg 3, and this hint is never needed."""
+    url = sa.make_url("postgresql://app:Zq7-secret@db/notes")
+    hint = missing_driver_hint(url, "psycopg2")
+    assert "write postgresql+psycopg://" in hint, hint
+    assert "postgresql+psycopg://app:***@db/notes" in hint, hint
+    assert "Zq7" not in hint
+    assert missing_driver_hint(url.set(drivername="postgresql+pg8000"), "pg8000") == ""
 
 
 @pytest.mark.parametrize(
