@@ -31,11 +31,29 @@ def enable_transactions(engine: Engine) -> None:
     def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
 
-    @event.listens_for(engine, "begin")
-    def _emit_begin(connection: Connection) -> None:
-        # Not under AUTOCOMMIT (Alembic's autocommit_block): VACUUM and friends refuse a BEGIN.
-        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            connection.exec_driver_sql("BEGIN")
+    event.listen(engine, "begin", _emit_begin)
+
+
+def _emit_begin(connection: Connection) -> None:
+    # Not under AUTOCOMMIT (Alembic's autocommit_block): VACUUM and friends refuse a BEGIN.
+    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        connection.exec_driver_sql("BEGIN")
+
+
+def emits_begin(connection: Connection) -> bool:
+    """Make a connection ``env.py`` opened on an engine of its own (Alembic's templates build
+    one from ``sqlalchemy.url``) emit BEGIN when it begins, as ours do; whether it does now.
+
+    In its legacy mode pysqlite opens no transaction before DDL, so each ``CREATE TABLE`` would
+    commit at once. An explicit BEGIN is enough (pysqlite then opens none of its own); the
+    listener lives on this ``Connection`` only, never on the app's engine or pool. ``False`` for
+    a connection already in a transaction begun without one."""
+    if _emit_begin in list(connection.dispatch.begin):  # the engine's listeners, and its own
+        return True
+    if connection.in_transaction():
+        return False
+    event.listen(connection, "begin", _emit_begin)
+    return True
 
 
 def file_of(url: URL) -> Path | None:

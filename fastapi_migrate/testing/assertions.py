@@ -30,6 +30,7 @@ from sqlalchemy import MetaData
 
 from ..backends.database import Database
 from ..core.engine import migrate
+from ..core.errors import MigrationError
 from ..core.lock import process_lock
 from ..core.metadata import resolve_metadata
 from ..core.redaction import error_line
@@ -93,6 +94,8 @@ class _Walk:
             call, target = command.upgrade, revision.revision
         try:
             call(self.cfg, target)
+        except MigrationError:
+            raise  # env.py reaches another database, or another version table: nothing ran
         except Exception as error:
             hint = ""
             if label == "downgrade from":
