@@ -29,6 +29,7 @@ from .testing.server_choice import (
     server_url_option,
     set_server_url,
 )
+from .testing.server_errors import server_failure
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -121,7 +122,7 @@ def migrated_template(
     except Exception as error:
         if not server_url():
             raise  # SQLite files: no secret to hide, and the traceback helps
-        failure = _server_failure(error)
+        failure = server_failure(error)
         if janitor is not None:
             _close_quietly(janitor)
     if failure is not None or template is None or janitor is None:
@@ -132,24 +133,6 @@ def migrated_template(
         yield template
     finally:
         janitor.close()
-
-
-def _server_failure(error: BaseException) -> str:
-    """The plugin's one line for a server it could not use, every secret masked."""
-    from .core.errors import MigrationError
-    from .core.redaction import error_line, mask_url, redact
-
-    url = server_url()
-    reason = (
-        f"{type(error).__name__}: {error}"
-        if isinstance(error, MigrationError)
-        else error_line(error, [url])
-    )
-    return redact(
-        f"fastapi-migrate: the test databases on {mask_url(url)} (--migrate-db-url / "
-        f"{SERVER_URL_VARIABLE}) could not be prepared: {' '.join(reason.split())}",
-        [url],
-    )
 
 
 def _close_quietly(janitor: Janitor) -> None:

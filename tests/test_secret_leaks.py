@@ -279,3 +279,32 @@ def test_the_plugin_never_shows_the_password_of_migrate_db_url(
         assert result.returncode == 1, output
         assert "could not be prepared" in output, output
         assert_hidden(secret, output)
+
+
+@pytest.mark.parametrize("flags", [(), ("-l",)])
+@pytest.mark.parametrize("case", ["pg-refused-userinfo", "mariadb-wrong-password"])
+def test_the_testing_checks_never_show_the_password_of_the_test_server(
+    project: Path, case: str, flags: tuple[str, ...]
+) -> None:
+    """``assert_upgrade_downgrade_roundtrip()`` makes its scratch database on the plugin's
+    server: the same rule as the fixtures."""
+    backend, make = PLUGIN_CASES[case]
+    require_backend(backend)
+    write_migrations(project, 1)
+    (project / "test_checks.py").write_text(
+        "from fastapi_migrate.testing import assert_upgrade_downgrade_roundtrip\n\n\n"
+        "def test_roundtrip():\n    assert_upgrade_downgrade_roundtrip()\n"
+    )
+    secret = _secret()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "fastapi_migrate.pytest_plugin", *flags],
+        cwd=project,
+        env=_env(PYTEST_DISABLE_PLUGIN_AUTOLOAD="1", MIGRATE_TEST_DATABASE_URL=make(secret)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "DatabaseUnavailable" in output and "could not be prepared" in output, output
+    assert_hidden(secret, output)

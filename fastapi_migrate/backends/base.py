@@ -94,11 +94,16 @@ class Backend:
     """Whether a failed connection is final (no server that may come up later)."""
     connecting_is_cheap = False
     """Whether a new connection costs next to nothing (a file), so none is worth pooling."""
+    max_identifier_length: int | None = None
+    """The longest table or schema name the database takes (None: no limit that matters)."""
     environment_options: ClassVar[dict[str, Any]] = {}
     """What the ``env.py`` helper passes to ``context.configure`` on this database."""
 
     def __init__(self, name: str) -> None:
         self.name = name
+
+    def check_url(self, url: URL, variable: str) -> None:
+        """Refuse, before any connection, what the driver would fail on obscurely."""
 
     def engine_created(self, engine: Engine) -> None:
         """Adjust a new engine of ours: TCP keepalives (SQLite: transactional DDL instead)."""

@@ -10,6 +10,7 @@ that already exists) is recognized here, to say what happened and what to do.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 import re
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, exc, pool, text
 from sqlalchemy.engine import URL
 
+from ..core.errors import ConfigurationError
 from . import mysql_reset as reset
 from .base import (
     PREFIX,
@@ -87,6 +89,23 @@ class NamedLock(SessionLock):
 
 class MySQL(Backend):
     transactional_ddl = False  # every DDL statement commits by itself
+    max_identifier_length = 64
+
+    def check_url(self, url: URL, variable: str) -> None:
+        """PyMySQL (and aiomysql, which uses its tables) fails on an unknown ``?charset=``
+        with an ``AttributeError`` at the first connect."""
+        charset = url.query.get("charset")
+        if not isinstance(charset, str) or url.get_driver_name() not in ("pymysql", "aiomysql"):
+            return
+        try:
+            charsets = importlib.import_module("pymysql.charset")  # no type stubs
+        except ImportError:
+            return  # the driver's own error says it is missing
+        if charsets.charset_by_name(charset) is None:
+            raise ConfigurationError(
+                f"{variable}: ?charset={charset} is not a character set PyMySQL knows; use "
+                "e.g. ?charset=utf8mb4"
+            )
 
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str

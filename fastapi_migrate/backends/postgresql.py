@@ -188,6 +188,8 @@ class AdvisoryLock(SessionLock):
 
 
 class PostgreSQL(Backend):
+    max_identifier_length = 63  # NAMEDATALEN - 1
+
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str
     ) -> SessionLock | None:

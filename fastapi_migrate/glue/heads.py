@@ -182,7 +182,10 @@ def version_folders(cfg: Config) -> tuple[Path, list[Path]] | None:
     location = alembic_option(cfg, "script_location")
     if not isinstance(location, str) or not location:
         return None
-    script_folder = coerce_resource_to_filename(location).absolute()
+    try:
+        script_folder = coerce_resource_to_filename(location).absolute()
+    except ImportError:  # package:folder naming no package: load_scripts says so
+        return None
     if not script_folder.is_dir():
         return None  # Alembic's error message is the better one
     locations = cfg.get_version_locations_list()

@@ -8,6 +8,7 @@ host drops those whose process is gone.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -30,10 +31,12 @@ from ..backends.base import PREFIX, DatabaseServer
 from ..backends.drivers import parse_url
 from ..backends.sqlite import SqliteServer
 from ..core.engine import migrate
+from ..core.errors import DatabaseUnavailable
 from ..core.result import MigrationResult
 from ..core.settings import MigrateSettings
 from .reuse import ReusedCopies
 from .server_choice import server_url
+from .server_errors import server_failure
 from .template_key import template_key
 
 log = logging.getLogger("fastapi_migrate")
@@ -262,9 +265,32 @@ def scratch_database(url: str | None = None) -> Iterator[str]:
         yield url
         return
     with tempfile.TemporaryDirectory(prefix="fastapi-migrate-") as tmp:
-        janitor = Janitor(database_server(server_url(), Path(tmp)))
+        made = _scratch_on_server(Path(tmp))
+        if isinstance(made, str):  # out of the except block: no driver frame in the traceback
+            raise DatabaseUnavailable(made) from None
+        janitor, name, fresh = made
         try:
-            with janitor.empty_database() as fresh:
-                yield fresh
+            yield fresh
         finally:
+            try:
+                janitor.drop(name)
+            finally:
+                janitor.close()
+
+
+def _scratch_on_server(folder: Path) -> tuple[Janitor, str, str] | str:
+    """A janitor and a new empty database on the test server (its name and URL), or the line
+    saying why not."""
+    janitor: Janitor | None = None
+    try:
+        janitor = Janitor(database_server(server_url(), folder))
+        name, fresh = janitor.create()
+        return janitor, name, fresh
+    except Exception as error:
+        if not server_url():
+            raise  # SQLite files: no secret to hide, and the traceback helps
+        failure = server_failure(error)
+    if janitor is not None:
+        with contextlib.suppress(Exception):
             janitor.close()
+    return failure

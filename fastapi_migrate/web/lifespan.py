@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy import MetaData
 
 from ..core.engine import begin, checks_a_local_file, migrate
 from ..core.errors import ConfigurationError, MigrationError
+from ..core.redaction import error_line
 from ..core.result import MigrationResult
 from ..core.settings import MigrateSettings
 from .logs import ensure_visible
@@ -45,11 +47,14 @@ def migrate_on_startup(
     @asynccontextmanager
     async def migrating_lifespan(app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
         ensure_visible()
-        current = _settings(settings, overrides)
+        current: MigrateSettings | None = None
         try:
+            current = _settings(settings, overrides)
             result = await _migrate(current, metadata)
-        except MigrationError as error:
-            log.error("migration failed, the app will not start: %s", error)
+        except Exception as error:
+            # The one line every failed start prints first, whatever failed: a setting, the
+            # migration, or something that is not a MigrationError.
+            log.error("migration failed, the app will not start: %s", _reason(error, current))
             raise
         app.state.migration = result
         app.state.migration_settings = current
@@ -79,6 +84,17 @@ async def _migrate(settings: MigrateSettings, metadata: MetaData | None) -> Migr
             result = await anyio.to_thread.run_sync(start.run)
     log.info(result.summary())
     return result
+
+
+def _reason(error: Exception, settings: MigrateSettings | None) -> str:
+    """A MigrationError's message (passwords already masked), else its first line with every
+    URL this start may have seen masked."""
+    if isinstance(error, MigrationError):
+        return str(error)
+    urls = [os.environ.get(name) for name in ("DATABASE_URL", "MIGRATE_DATABASE_URL")]
+    if settings is not None:
+        urls += [settings.database_url, settings.migrate_database_url]
+    return error_line(error, urls)
 
 
 def _settings(settings: MigrateSettings | None, overrides: Mapping[str, Any]) -> MigrateSettings:
