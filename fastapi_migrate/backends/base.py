@@ -25,6 +25,7 @@ from sqlalchemy.engine import URL
 
 from ..core.errors import ConfigurationError
 from ..core.redaction import mask_url
+from ..core.retry import heals_by_waiting
 from .drivers import sync_url
 
 T = TypeVar("T")
@@ -92,6 +93,22 @@ class Backend:
     """Whether the lock lives on a server session (else: a file, no connection)."""
     connect_errors_are_permanent = False
     """Whether a failed connection is final (no server that may come up later)."""
+    transient_messages: ClassVar[tuple[str, ...]] = (
+        "connection refused",
+        "connection reset",
+        "timed out",
+        "timeout expired",
+        "no answer within",
+        "too many connections",
+        "too many clients",
+        "name or service not known",
+        "temporary failure in name resolution",
+        "nodename nor servname",
+        "network is unreachable",
+        "no route to host",
+        "broken pipe",
+    )
+    """Lower-case parts of a driver's message for a failed connection that waiting may fix."""
     connecting_is_cheap = False
     """Whether a new connection costs next to nothing (a file), so none is worth pooling."""
     max_identifier_length: int | None = None
@@ -115,6 +132,24 @@ class Backend:
         @event.listens_for(engine, "connect")
         def _keepalive_socket(dbapi_connection: Any, _record: Any) -> None:
             self.connected(dbapi_connection)
+
+    def connect_error_heals(self, error: BaseException) -> bool:
+        """Whether another connection attempt may succeed where this one failed: a server down,
+        restarting, full or not yet resolvable. Anything else fails at once (a password, a
+        missing database, a file the driver cannot read, TLS), however long the timeout."""
+        if self.connect_errors_are_permanent:
+            return False
+        original = getattr(error, "orig", None) or error  # a DBAPIError: the driver's own
+        by_os = heals_by_waiting(original)
+        if by_os is not None:
+            return by_os
+        return self.driver_error_heals(original)
+
+    def driver_error_heals(self, error: BaseException) -> bool:
+        """``connect_error_heals`` for a driver's own exception (not an ``OSError``): by its
+        message, a whitelist (an error nobody listed is not waited for)."""
+        text = str(error).lower()
+        return any(marker in text for marker in self.transient_messages)
 
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str

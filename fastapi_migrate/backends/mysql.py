@@ -87,6 +87,19 @@ class NamedLock(SessionLock):
         return f"; held by connection {row[0]} ({row[1]}@{row[2]}, busy {row[3]}s)"
 
 
+# Client and server error numbers of a failed connection that waiting may fix.
+_TRANSIENT_CONNECT = {
+    1040,  # ER_CON_COUNT_ERROR: too many connections
+    1053,  # ER_SERVER_SHUTDOWN
+    1203,  # ER_TOO_MANY_USER_CONNECTIONS
+    2002,  # CR_CONNECTION_ERROR: the local socket is not there (yet)
+    2003,  # CR_CONN_HOST_ERROR: refused, timed out, no such host (yet)
+    2005,  # CR_UNKNOWN_HOST
+    2006,  # CR_SERVER_GONE_ERROR
+    2013,  # CR_SERVER_LOST
+}
+
+
 class MySQL(Backend):
     transactional_ddl = False  # every DDL statement commits by itself
     max_identifier_length = 64
@@ -106,6 +119,12 @@ class MySQL(Backend):
                 f"{variable}: ?charset={charset} is not a character set PyMySQL knows; use "
                 "e.g. ?charset=utf8mb4"
             )
+
+    def driver_error_heals(self, error: BaseException) -> bool:
+        number = _mysql_error_number(error)
+        if number is not None:
+            return number in _TRANSIENT_CONNECT
+        return super().driver_error_heals(error)
 
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -187,8 +188,35 @@ class AdvisoryLock(SessionLock):
         )
 
 
+# libpq tries each address of a host in turn and reports one "connection to server ... failed:"
+# per address: every one of them must be worth waiting for.
+_ONE_ADDRESS = re.compile(r"connection to server (?:at|on) [^\n]*?failed:")
+
+
 class PostgreSQL(Backend):
     max_identifier_length = 63  # NAMEDATALEN - 1
+    transient_messages = (
+        *Backend.transient_messages,
+        "the database system is starting up",
+        "the database system is shutting down",
+        "the database system is in recovery mode",
+        "the database system is not yet accepting connections",
+        "the database system is not accepting connections",
+        "remaining connection slots are reserved",
+        "could not translate host name",
+        "server closed the connection unexpectedly",
+        "could not receive data from server",
+        "could not send data to server",
+        "terminating connection due to administrator command",
+        "cannotconnectnow",  # asyncpg's class for "starting up", in case its text differs
+    )
+
+    def driver_error_heals(self, error: BaseException) -> bool:
+        if type(error).__name__ in ("CannotConnectNowError", "TooManyConnectionsError"):
+            return True  # asyncpg's own classes
+        text = str(error).lower()
+        parts = [part for part in _ONE_ADDRESS.split(text)[1:] if part.strip()] or [text]
+        return all(any(m in part for m in self.transient_messages) for part in parts)
 
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str

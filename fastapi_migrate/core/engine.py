@@ -230,6 +230,9 @@ class Start:
         self.db = migration_database(settings)
         self._reader: DedicatedConnection | None = None
         self._fast: tuple[MigrationResult | None, bool, list[tuple[str, ...]] | None] | None = None
+        # The fast check's failed connection: when it began, and its error (``run`` counts it
+        # as the first attempt).
+        self._unreached: tuple[float, BaseException] | None = None
 
     def __enter__(self) -> Start:
         return self
@@ -286,8 +289,13 @@ class Start:
         fast, reachable, wanted = self._fast if self._fast is not None else self.fast_noop()
         if fast is not None:
             return fast
+        if wanted is None:
+            # The scripts before the database: a missing folder or a broken revision must not
+            # leave an empty SQLite file behind (connecting creates it).
+            wanted = [tree.target() for tree in self.trees]
         if not reachable:
-            self.db.wait_until_reachable(self.settings.connect_timeout)
+            since, failed = self._unreached or (None, None)
+            self.db.wait_until_reachable(self.settings.connect_timeout, since=since, failed=failed)
         if self.settings.mode == "upgrade":
             return self.upgrade(wanted)
         plans = self.plans(self.db.run)
@@ -305,6 +313,7 @@ class Start:
         ``quick``: see ``local_noop``."""
         reachable = False
         wanted: list[tuple[str, ...]] | None = None
+        began = time.monotonic()
         try:
             targets = [tree.target_from_text(cache_only=quick) for tree in self.trees]
             if any(target is None for target in targets):
@@ -328,8 +337,12 @@ class Start:
                 found = self.noop_if(self.db.read_bare(read, wait=not quick), wanted)
         except (SQLAlchemyError, OSError) as error:
             log.debug("no-op check: %s, loading the scripts", type(error).__name__)
+            if not reachable:
+                self._unreached = (began, error)
             return None, reachable, wanted
         except Exception as error:  # the fast path only ever says "noop" or "don't know"
+            if not reachable and isinstance(error, self.db.engine.dialect.loaded_dbapi.Error):
+                self._unreached = (began, error)  # the bare driver's own error: not wrapped
             log.debug(
                 "no-op check failed (%s), loading the scripts", error_line(error, [self.db.url])
             )

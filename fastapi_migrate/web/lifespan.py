@@ -18,6 +18,7 @@ from ..core.result import MigrationResult
 from ..core.settings import MigrateSettings
 from .logs import ensure_visible
 from .readiness import close_probe
+from .shutdown import ShutdownDuringStartup, names, noticing
 
 log = logging.getLogger("fastapi_migrate")
 
@@ -50,12 +51,15 @@ def migrate_on_startup(
         current: MigrateSettings | None = None
         try:
             current = _settings(settings, overrides)
-            result = await _migrate(current, metadata)
+            with noticing() as received:
+                result = await _migrate(current, metadata)
         except Exception as error:
             # The one line every failed start prints first, whatever failed: a setting, the
             # migration, or something that is not a MigrationError.
             log.error("migration failed, the app will not start: %s", _reason(error, current))
             raise
+        if received:
+            raise _stopped(received, result)
         app.state.migration = result
         app.state.migration_settings = current
         # A probe from an earlier start of this app object may look at another database.
@@ -70,6 +74,17 @@ def migrate_on_startup(
             await close_probe(app)
 
     return migrating_lifespan
+
+
+def _stopped(received: list[int], result: MigrationResult) -> ShutdownDuringStartup:
+    """Logged and raised when a shutdown signal came during the migration: the migration ran
+    to its end (committed), but the server must not report ready nor open its port."""
+    message = (
+        f"{names(received)} received while migrating: the migration finished "
+        f"({result.summary()}), the app will not start"
+    )
+    log.error("%s", message)
+    return ShutdownDuringStartup(message)
 
 
 async def _migrate(settings: MigrateSettings, metadata: MetaData | None) -> MigrationResult:
