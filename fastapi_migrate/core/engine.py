@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Protocol, TypeVar
 
 from alembic.config import Config
@@ -41,12 +42,14 @@ from ..backends.sqlite import is_locked
 from ..glue.config import alembic_config, load_scripts
 from ..glue.heads import HeadsLookup, lookup_heads
 from ..glue.run import run_on_connection, run_upgrade, stamp
+from ..lint import Report, lint_pending
 from .errors import (
     LockLost,
     LockTimeout,
     MigrationError,
     MigrationFailed,
     PendingMigrations,
+    UnsafeMigration,
     UnversionedDatabase,
 )
 from .failure import migration_failed, redacted_cause
@@ -504,6 +507,7 @@ class Start:
 
     def execute(self, plans: list[MigrationPlan], keeper: LockKeeper | None) -> MigrationResult:
         """Apply each tree's plan in order, under the lock ``keeper`` keeps."""
+        self.check_safety(plans)
         self.back_up(plans)
         results: dict[str | None, MigrationResult] = {}
         for tree, plan in zip(self.trees, plans, strict=True):
@@ -527,6 +531,40 @@ class Start:
             if tree.name is not None:
                 log.debug("migration tree %s: %s", tree.name, results[tree.name].summary())
         return self.finish(results)
+
+    def check_safety(self, plans: list[MigrationPlan]) -> None:
+        """``MIGRATE_UNSAFE``: lint the revisions about to run, before any DDL; log each finding
+        (``warn``) or refuse the start (``refuse``). Only reached when there is work to do."""
+        s = self.settings
+        if s.unsafe == "allow":
+            return
+        lines: list[str] = []
+        for tree, plan in zip(self.trees, plans, strict=True):
+            if plan.action == "noop" or plan.create_all or not plan.pending:
+                continue
+            try:
+                report: Report = self.db.run(
+                    partial(_lint_on, tree.scripts(), plan.pending, max_rows=s.unsafe_max_rows)
+                )
+            except Exception as error:  # the check must not be what breaks a warn start
+                problem = f"the revisions could not be checked: {error_line(error, [self.db.url])}"
+                if s.unsafe == "refuse":
+                    raise UnsafeMigration(f"MIGRATE_UNSAFE=refuse: {problem}") from None
+                log.warning("MIGRATE_UNSAFE=warn: %s", problem)
+                continue
+            prefix = "" if tree.name is None else f"migration tree {tree.name}: "
+            for note in report.notes:
+                log.warning("unsafe migration check: %s%s", prefix, note)
+            for finding in report.blocking:
+                lines.append(prefix + finding.line_text())
+                log.warning("unsafe migration: %s%s", prefix, finding.line_text())
+        if lines and s.unsafe == "refuse":
+            raise UnsafeMigration(
+                f"MIGRATE_UNSAFE=refuse: {len(lines)} unsafe finding(s) in the revisions to "
+                f"apply, nothing was migrated: {' | '.join(lines)}. Write them the safe way, "
+                "allow each in its revision file (# fastapi-migrate: allow RULE -- REASON), "
+                "or set MIGRATE_UNSAFE=warn"
+            )
 
     def back_up(self, plans: list[MigrationPlan]) -> None:
         """One backup (``MIGRATE_BACKUP_DIR``, where the database is a file) before any DDL."""
@@ -660,6 +698,16 @@ class Start:
             seconds,
             trees={str(name): r for name, r in results.items()},
         )
+
+
+def _lint_on(
+    script: ScriptDirectory,
+    pending: tuple[str, ...],
+    connection: Connection,
+    *,
+    max_rows: int | None,
+) -> Report:
+    return lint_pending(script, pending, connection, max_rows=max_rows)
 
 
 def _tree_result(
