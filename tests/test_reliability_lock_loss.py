@@ -28,6 +28,7 @@ from fastapi_migrate.backends.mysql import lock_name
 from fastapi_migrate.backends.postgresql import advisory_key
 
 from .conftest import require_backend
+from .progress_helpers import without_progress
 from .reliability_helpers import (
     Proc,
     project_env,
@@ -108,7 +109,7 @@ def finished(proc: Proc) -> tuple[int, str]:
 
 def one_clean_line(output: str) -> str:
     assert "Traceback" not in output, output
-    lines = output.splitlines()
+    lines = without_progress(output)  # each revision's start and end lines aside
     assert len(lines) == 1, output
     return lines[0]
 

@@ -73,6 +73,25 @@ class SessionLock(ABC):
 
 
 @dataclass(frozen=True)
+class Blocker:
+    """A session that held up a migration's statement: who it is, never what it ran."""
+
+    pid: int
+    application: str  # PostgreSQL's application_name; MySQL/MariaDB: user@host
+    state: str
+    transaction_seconds: float | None  # how long its transaction has been open
+
+    def describe(self) -> str:
+        open_for = (
+            "no transaction open"
+            if self.transaction_seconds is None
+            else f"transaction open {self.transaction_seconds:.1f}s"
+        )
+        who = f"application {self.application or '?'}, state {self.state or '?'}"
+        return f"pid {self.pid} ({who}, {open_for})"
+
+
+@dataclass(frozen=True)
 class Failure:
     """A migration that raised: what the failure hints look at."""
 
@@ -164,6 +183,14 @@ class Backend:
     def lock_timeout_statement(self, seconds: float) -> str | None:
         """The session statement that bounds a DDL statement's wait for a table lock."""
         return None
+
+    session_id_statement: ClassVar[str | None] = None
+    """The query that gives a session's id, as ``lock_blockers`` takes it (None: no such id)."""
+
+    def lock_blockers(self, connection: Connection, session_id: int) -> list[Blocker]:
+        """The sessions that the session ``session_id`` waits for, read from ``connection`` (another
+        session) while it waits; [] where the database cannot tell."""
+        return []
 
     def keep_alive_statements(self) -> list[str]:
         """Session statements that stop the server from closing a migration's or the lock's

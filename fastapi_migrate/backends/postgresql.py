@@ -35,6 +35,7 @@ from .base import (
     KEEPALIVE_INTERVAL,
     PREFIX,
     Backend,
+    Blocker,
     DatabaseServer,
     Failure,
     ServerWithAdmin,
@@ -142,6 +143,11 @@ _HOLDER = text(
     "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1"
 )
+# Who a waiting session waits for (pg_blocking_pids): identity and state, never query text.
+_BLOCKERS = text(
+    "SELECT a.pid, a.application_name, a.state, EXTRACT(EPOCH FROM now() - a.xact_start) "
+    "FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids(:pid)) ORDER BY a.pid"
+)
 _INVALID_INDEXES = text(
     "SELECT n.nspname || '.' || c.relname FROM pg_index i "
     "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -191,6 +197,8 @@ class AdvisoryLock(SessionLock):
 # libpq tries each address of a host in turn and reports one "connection to server ... failed:"
 # per address: every one of them must be worth waiting for.
 _ONE_ADDRESS = re.compile(r"connection to server (?:at|on) [^\n]*?failed:")
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 class PostgreSQL(Backend):
@@ -223,6 +231,12 @@ class PostgreSQL(Backend):
     ) -> SessionLock | None:
         assert session is not None
         return AdvisoryLock(session, advisory_key(schema, table), variable)
+
+    session_id_statement = "SELECT pg_backend_pid()"
+
+    def lock_blockers(self, connection: Connection, session_id: int) -> list[Blocker]:
+        rows = connection.execute(_BLOCKERS, {"pid": session_id}).all()
+        return [Blocker(int(r[0]), str(r[1] or ""), str(r[2] or ""), _seconds(r[3])) for r in rows]
 
     def lock_timeout_statement(self, seconds: float) -> str | None:
         return f"SET lock_timeout = {max(1, round(seconds * 1000))}" if seconds > 0 else None

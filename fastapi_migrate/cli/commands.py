@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -30,6 +30,7 @@ from sqlalchemy import MetaData
 from ..backends import backend_for
 from ..backends.database import Database
 from ..backends.drivers import parse_url
+from ..core import progress
 from ..core.engine import Start, migrate
 from ..core.errors import (
     ConfigurationError,
@@ -223,7 +224,9 @@ def upgrade(inv: Invocation) -> int:
     settings = inv.settings().model_copy(update=overrides)
     require_url(settings, write=True)
     try:
-        print(migrate(settings).summary())
+        with nullcontext() if a.verbose else progress.printed(sys.stdout):
+            result = migrate(settings)
+        print(result.summary())
     except ConfigurationError as error:
         # REV came from the command line, not MIGRATE_TARGET: a failure, as for downgrade.
         if a.revision is None or not str(error).startswith("MIGRATE_TARGET: "):

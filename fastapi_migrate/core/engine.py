@@ -43,6 +43,8 @@ from ..glue.config import alembic_config, load_scripts
 from ..glue.heads import HeadsLookup, lookup_heads
 from ..glue.run import run_on_connection, run_upgrade, stamp
 from ..lint import Report, lint_pending
+from . import progress
+from .ddl_retry import attempts_line, is_lock_timeout, pause, retried_statements
 from .errors import (
     LockLost,
     LockTimeout,
@@ -55,7 +57,9 @@ from .errors import (
 from .failure import migration_failed, redacted_cause
 from .lock import LockKeeper, WaitEnded, guarded_commits, migration_lock
 from .metadata import require_tables, resolve_metadata
+from .monitor import MigrationMonitor, describe
 from .plan import MigrationPlan, format_revisions, plan_migration, resolve_target
+from .progress import RevisionProgress
 from .redaction import error_line
 from .result import MigrationResult, ResultAction
 from .retry import poll
@@ -577,14 +581,20 @@ class Start:
             log.info("backed up %s to %s before migrating", self.db.url.database, backup)
 
     def apply(self, tree: Tree, plan: MigrationPlan, keeper: LockKeeper | None) -> list[str]:
-        """Apply one tree's plan, committing nothing without the lock; any failure becomes
-        ``MigrationFailed`` (``LockLost`` if the lock went)."""
+        """Apply one tree's plan, committing nothing without the lock; a revision that timed
+        out waiting for a table lock is rolled back and tried again (``ddl_retry``); any other
+        failure, or the last timeout, becomes ``MigrationFailed`` (``LockLost`` if the lock
+        went)."""
         s = tree.settings
         script = tree.scripts()
         applied: list[str] = []
+        prefix = "" if tree.name is None else f"migration tree {tree.name}: "
+        revisions = RevisionProgress(script, plan.pending, prefix)
+        monitor = MigrationMonitor(self.db, s.ddl_lock_timeout, revisions)
 
         def applied_one(revision: str, seconds: float) -> None:
             applied.append(revision)
+            revisions.ended(revision, seconds)
             log.debug("applied revision %s in %.3fs", revision, seconds)
 
         def create_all(connection: Connection) -> None:
@@ -592,37 +602,90 @@ class Start:
             require_tables(self.metadata).create_all(connection)
             stamp(connection, script, s, s.target)
 
-        try:
-            with (
-                migration_sessions(s.ddl_lock_timeout),
-                guarded_commits(keeper, self.db.backend.transactional_ddl),
-                self.db.connection() as connection,
-            ):
-                if plan.baseline is not None:
-                    baseline = plan.baseline
-                    connection.run(lambda c: stamp(c, script, s, baseline))
-                    log.info("stamped unversioned database at baseline %s", baseline)
-                if plan.create_all:
-                    connection.run(create_all)
-                    applied.extend(plan.pending)
-                else:
-                    run_on_connection(
+        attempt = 1
+        with (
+            monitor.watching(),
+            retried_statements(self.db.backend, s.ddl_lock_timeout, s.ddl_lock_retries, monitor),
+        ):
+            while True:
+                try:
+                    with (
+                        migration_sessions(s.ddl_lock_timeout),
+                        guarded_commits(keeper, self.db.backend.transactional_ddl),
+                        self.db.connection() as connection,
+                    ):
+                        if plan.baseline is not None and attempt == 1:
+                            self.stamp_baseline(connection, script, s, plan.baseline)
+                        if plan.create_all:
+                            connection.run(create_all)
+                            applied.extend(plan.pending)
+                        else:
+                            run_on_connection(
+                                s,
+                                connection,
+                                lambda cfg: run_upgrade(
+                                    cfg, script, s, s.target, applied_one, revisions.started
+                                ),
+                                self.metadata,
+                            )
+                    self.verify(tree, plan)
+                    return applied
+                except LockLost as lost:
+                    raise self.lock_lost(tree, plan, applied, lost) from None
+                except MigrationError:
+                    raise
+                except Exception as error:
+                    running = monitor.current()
+                    revisions.stopped()
+                    blockers = monitor.blockers()
+                    timed_out = s.ddl_lock_timeout > 0 and is_lock_timeout(error)
+                    if timed_out and self.db.backend.transactional_ddl:
+                        applied[:] = self.committed(tree, script, applied)
+                        if attempt <= s.ddl_lock_retries:
+                            wait = pause(attempt)
+                            progress.log.warning(
+                                "%s waited more than %gs for a table lock "
+                                "(MIGRATE_DDL_LOCK_TIMEOUT), %s; %s; rolled back, nothing of "
+                                "it committed; trying again in %.1fs, still holding the "
+                                "migration lock",
+                                running,
+                                s.ddl_lock_timeout,
+                                attempts_line(attempt, s.ddl_lock_retries),
+                                describe(blockers),
+                                wait,
+                            )
+                            time.sleep(wait)
+                            attempt += 1
+                            continue
+                    if self.db.dialect_name == "sqlite" and is_locked(error):
+                        raise self.locked_out(tree, applied) from None
+                    failure = migration_failed(
+                        self.db,
                         s,
-                        connection,
-                        lambda cfg: run_upgrade(cfg, script, s, s.target, applied_one),
-                        self.metadata,
+                        script,
+                        plan,
+                        applied,
+                        error,
+                        blockers=describe(blockers) if timed_out else None,
                     )
-            self.verify(tree, plan)
-        except LockLost as lost:
-            raise self.lock_lost(tree, plan, applied, lost) from None
-        except MigrationError:
-            raise
-        except Exception as error:
-            if self.db.dialect_name == "sqlite" and is_locked(error):
-                raise self.locked_out(tree, applied) from None
-            failure = migration_failed(self.db, s, script, plan, applied, error)
-            raise failure from redacted_cause(self.db, error)
-        return applied
+                    raise failure from redacted_cause(self.db, error)
+
+    @staticmethod
+    def stamp_baseline(
+        connection: DedicatedConnection, script: ScriptDirectory, s: MigrateSettings, rev: str
+    ) -> None:
+        connection.run(lambda c: stamp(c, script, s, rev))
+        log.info("stamped unversioned database at baseline %s", rev)
+
+    def committed(self, tree: Tree, script: ScriptDirectory, applied: list[str]) -> list[str]:
+        """Which of ``applied`` the database holds after a rollback (those its revisions
+        descend from: all of them with one transaction per revision, none with one for all)."""
+        try:
+            now = self.db.run(tree.table.read_if_present)
+            kept = {r.revision for r in script.revision_map.iterate_revisions(now, "base")}
+        except Exception:  # unknown: the failure's message reads the database again
+            return []
+        return [revision for revision in applied if revision in kept]
 
     def locked_out(self, tree: Tree, applied: list[str]) -> LockTimeout:
         """Another process kept the SQLite file's write lock past ``MIGRATE_LOCK_TIMEOUT``."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as NoAnswer
@@ -28,6 +29,7 @@ from sqlalchemy import Engine, event, exc
 from ..backends.base import SessionLock
 from ..backends.database import Database
 from ..backends.sessions import session_statements
+from . import progress
 from .errors import DatabaseUnavailable, LockLost, LockTimeout
 from .redaction import error_line
 from .retry import poll
@@ -217,6 +219,9 @@ def guarded_commits(keeper: LockKeeper | None, transactional_ddl: bool) -> Itera
 def _acquire(
     db: Database, lock: SessionLock, timeout: float, ends_when: Callable[[], bool] | None
 ) -> None:
+    began = time.monotonic()
+    next_line = [began + progress.every_seconds()]
+
     def attempt() -> bool | None:
         try:
             if lock.try_acquire():
@@ -230,19 +235,31 @@ def _acquire(
             ) from None
         if ends_when is not None and ends_when():
             raise WaitEnded
+        if time.monotonic() >= next_line[0]:
+            next_line[0] += progress.every_seconds()
+            progress.log.info(
+                "waiting for the migration lock: %.0fs so far (MIGRATE_LOCK_TIMEOUT=%g)%s",
+                time.monotonic() - began,
+                timeout,
+                _holder(lock),
+            )
         return None
 
     def timed_out() -> LockTimeout:
-        try:
-            holder = lock.holder()
-        except Exception:  # who holds it is a nicety, never a second error
-            holder = ""
         return LockTimeout(
             f"another process held the migration lock for more than {timeout:g}s "
-            f"(MIGRATE_LOCK_TIMEOUT){holder}; if it is still migrating, wait or raise the timeout"
+            f"(MIGRATE_LOCK_TIMEOUT){_holder(lock)}; if it is still migrating, wait or raise "
+            "the timeout"
         )
 
     poll(attempt, timeout, timed_out)
+
+
+def _holder(lock: SessionLock) -> str:
+    try:
+        return lock.holder()
+    except Exception:  # who holds it is a nicety, never a second error
+        return ""
 
 
 def _release_quietly(db: Database, lock: SessionLock, lost: str | None) -> None:

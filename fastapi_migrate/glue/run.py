@@ -38,8 +38,10 @@ def run_upgrade(
     settings: MigrateSettings,
     target: str,
     on_applied: Callable[[str, float], None],
+    on_start: Callable[[str], None] | None = None,
 ) -> None:
-    """Run ``env.py`` to upgrade to ``target``, reporting each applied revision and its time.
+    """Run ``env.py`` to upgrade to ``target``, reporting each revision as it starts
+    (``on_start``) and once applied, with its time.
 
     This is ``alembic.command.upgrade`` with the version table passed as a default option,
     and a callback per revision (``env.py`` may not pass ``on_version_apply`` through).
@@ -56,7 +58,10 @@ def run_upgrade(
     def upgrade(rev: Any, context: MigrationContext) -> Any:
         context.on_version_apply_callbacks = (*context.on_version_apply_callbacks, record)
         started[0] = time.monotonic()
-        return script._upgrade_revs(target, rev)
+        steps = script._upgrade_revs(target, rev)
+        if on_start is None:
+            return steps
+        return [_Announced(step, on_start) for step in steps]
 
     with (
         preserved_logging(),
@@ -71,6 +76,28 @@ def run_upgrade(
         ),
     ):
         script.run_env()
+
+
+class _Announced:
+    """A revision step that reports its revision when Alembic is about to run it (the
+    ``migration_fn`` is read right before the call, inside the revision's transaction)."""
+
+    def __init__(self, step: Any, on_start: Callable[[str], None]) -> None:
+        self._step = step
+        self._on_start = on_start
+
+    @property
+    def migration_fn(self) -> Any:
+        revision = getattr(getattr(self._step, "revision", None), "revision", None)
+        if isinstance(revision, str) and self._step.is_upgrade:
+            self._on_start(revision)
+        return self._step.migration_fn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._step, name)
+
+    def __str__(self) -> str:
+        return str(self._step)
 
 
 class _CheckedEnvironment(EnvironmentContext):
