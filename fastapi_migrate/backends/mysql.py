@@ -87,6 +87,8 @@ class NamedLock(SessionLock):
 
 class MySQL(Backend):
     transactional_ddl = False  # every DDL statement commits by itself
+    # Seconds since the epoch by the server's clock, to the microsecond.
+    clock_sql = "UNIX_TIMESTAMP(NOW(6))"
 
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str

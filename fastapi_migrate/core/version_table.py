@@ -15,6 +15,8 @@ from sqlalchemy import Connection, inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.interfaces import DBAPICursor
 
+from ..backends.lease import LEASE_TABLE
+
 
 @dataclass(frozen=True)
 class DatabaseState:
@@ -89,7 +91,7 @@ def read_states(
     inspector = inspect(connection)
     schemas = {None, *(t.schema for t in tables)}
     names = {schema: set(inspector.get_table_names(schema=schema)) for schema in schemas}
-    ours = {t.name for t in tables}
+    ours = {t.name for t in tables} | {LEASE_TABLE}  # the lease is the lock's, not the app's
     has_tables = any(name not in ours for found in names.values() for name in found)
     present = [t.name in names[t.schema] for t in tables]
     states = []
