@@ -346,3 +346,13 @@ def test_cockroachdb_is_known_by_name_with_the_lease_and_its_ddl_hint() -> None:
         return  # the dialect is installed: no server to start it against here
     with pytest.raises(ConfigurationError, match="pip install sqlalchemy-cockroachdb"):
         migrate(MigrateSettings(database_url="cockroachdb://root@127.0.0.1:26257/app"))
+
+
+def test_a_bad_migrate_lock_is_one_clear_error() -> None:
+    """MIGRATE_LOCK is a union (true/false or "lease"): pydantic fails it once per member,
+    which used to print MIGRATE_LOCK twice with two half-truths."""
+    with pytest.raises(ConfigurationError) as bad:
+        MigrateSettings(database_url="sqlite://", lock="maybe")  # type: ignore[arg-type]
+    message = str(bad.value)
+    assert message.count("MIGRATE_LOCK") == 1, message
+    assert "expected true" in message and "lease or false (got 'maybe')" in message

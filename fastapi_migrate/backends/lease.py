@@ -26,7 +26,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -45,6 +46,8 @@ from sqlalchemy.schema import CreateTable
 from sqlalchemy.sql.elements import ColumnElement
 
 from .base import Session, SessionLock
+
+T = TypeVar("T")
 
 LEASE_TABLE = "fastapi_migrate_lock"
 """The lease table's name, in the version table's schema; never one of the app's tables."""
@@ -100,8 +103,10 @@ class LeaseLock(SessionLock):
         schema: str | None,
         version_table: str,
         seconds: float = LEASE_SECONDS,
+        reopen: Callable[[], Session] | None = None,
     ) -> None:
         self.session = session
+        self.reopen = reopen
         self.table = lease_table(schema)
         self.key = lease_key(schema, version_table)
         self.seconds = seconds
@@ -173,11 +178,23 @@ class LeaseLock(SessionLock):
             return False
         renew = update(self.table).where(self._ours()).values(expires_at=self._now + self.seconds)
         try:
-            return bool(self.session.run(lambda c: c.execute(renew).rowcount) == 1)
+            return bool(self._run(lambda c: c.execute(renew).rowcount) == 1)
         except exc.DBAPIError as error:
             if contended(error):  # a commit of ours holds the row: renewed next time
                 return True
             raise
+
+    def _run(self, fn: Callable[[Connection], T]) -> T:
+        """``fn`` on the lease's session; if that session died (an idle timeout, a pooler or
+        network that closed it), once more on a new one: the lease lives in its row, not on
+        a connection."""
+        try:
+            return self.session.run(fn)
+        except exc.DBAPIError as error:
+            if self.reopen is None or contended(error) or not error.connection_invalidated:
+                raise
+        self.session = self.reopen()
+        return self.session.run(fn)
 
     def not_held(self) -> str:
         return (
@@ -189,7 +206,7 @@ class LeaseLock(SessionLock):
         if self.fence is None:
             return
         free = update(self.table).where(self._ours()).values(owner=None, expires_at=0.0)
-        self.session.run(lambda c: c.execute(free))
+        self._run(lambda c: c.execute(free))
         self.fence = None
 
     def check_in(self, connection: Connection) -> str | None:

@@ -100,6 +100,8 @@ def migration_lock(
             else None
         )
         lock = _choose(db, session, enabled, version_table_schema, version_table)
+        if isinstance(lock, LeaseLock):  # a lease outlives its session: it may need another
+            lock.reopen = lambda: stack.enter_context(own.connection(autocommit=True))
         if lock is None:
             yield None
             return
