@@ -71,6 +71,10 @@ class SessionLock(ABC):
     def close(self) -> None:  # noqa: B027 - optional
         """Free what the lock opened, taken or not."""
 
+    def not_held(self) -> str:
+        """Why the migration stops when ``still_held`` said no."""
+        return "the database no longer shows it held by this process"
+
 
 @dataclass(frozen=True)
 class Blocker:
@@ -134,6 +138,9 @@ class Backend:
     """The longest table or schema name the database takes (None: no limit that matters)."""
     environment_options: ClassVar[dict[str, Any]] = {}
     """What the ``env.py`` helper passes to ``context.configure`` on this database."""
+    clock_sql: ClassVar[str | None] = None
+    """SQL for the database's clock in seconds since the epoch, for the lease's expiry; None:
+    no lease on this database."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -179,6 +186,11 @@ class Backend:
             f"fastapi-migrate has no migration lock for {self.name!r}; set MIGRATE_LOCK=false "
             "if only one process ever migrates this database"
         )
+
+    def session_lock_doubt(self, session: Session | None, url: URL, variable: str) -> str | None:
+        """Why the session lock cannot be trusted on this connection (with ``MIGRATE_LOCK=true``
+        the lease is taken instead), or None when it can."""
+        return None
 
     def lock_timeout_statement(self, seconds: float) -> str | None:
         """The session statement that bounds a DDL statement's wait for a table lock."""

@@ -75,6 +75,12 @@ class Database:
                     self.url, poolclass=pool.NullPool, pool_reset_on_return=None
                 )
         except exc.NoSuchModuleError:
+            if self.url.get_backend_name() == "cockroachdb":
+                raise ConfigurationError(
+                    f"{variable}: the CockroachDB dialect is not installed for "
+                    f"{mask_url(self.url)}: pip install sqlalchemy-cockroachdb (the migration "
+                    "lock there is a lease in a table, chosen by itself)"
+                ) from None
             raise ConfigurationError(
                 f"{variable}: unknown database driver {self.url.drivername!r} in "
                 f"{mask_url(self.url)}"

@@ -135,6 +135,8 @@ class MySQL(Backend):
         if number is not None:
             return number in _TRANSIENT_CONNECT
         return super().driver_error_heals(error)
+    # Seconds since the epoch by the server's clock, to the microsecond.
+    clock_sql = "UNIX_TIMESTAMP(NOW(6))"
 
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str

@@ -29,6 +29,7 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy import MetaData
 
 from ..backends.database import Database
+from ..backends.lease import LEASE_TABLE
 from ..core.engine import migrate
 from ..core.errors import MigrationError
 from ..core.lock import process_lock
@@ -179,7 +180,7 @@ def assert_downgrade_leaves_no_trace(
     Revisions in ``irreversible`` are upgraded through and not checked. Returns the revisions
     checked; the database ends at the head(s)."""
     settings = _settings(settings)
-    leave_out = {narrowed.version_table for _, narrowed in settings.each_tree()}
+    leave_out = {narrowed.version_table for _, narrowed in settings.each_tree()} | {LEASE_TABLE}
     schema = settings.version_table_schema
     checked: list[str] = []
     with scratch_database(url) as database_url:
