@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from .core.lent import lend
 from .testing.server_choice import (
     SERVER_URL_VARIABLE,
     server_url,
@@ -123,7 +124,7 @@ def migrated_database_url(migrated_template: MigratedTemplate) -> Iterator[str]:
     """The URL of a database at head in a fresh copy's state, this test's alone; after the test
     it is reset for a later one where the server can prove it (PostgreSQL, MariaDB), else
     dropped."""
-    with migrated_template.copy() as url:
+    with migrated_template.copy() as url, lend(url):
         yield url
 
 
@@ -161,16 +162,32 @@ def migrated_connection(migrated_worker_database: WorkerDatabase) -> Iterator[Co
     their commits become savepoints. A test whose writes escape the transaction (it commits the
     connection itself; DDL on MySQL/MariaDB) makes the next test get a fresh copy.
     """
-    with migrated_worker_database.connection() as connection:
+    with migrated_worker_database.connection() as connection, lend(migrated_worker_database.url):
         yield connection
+
+
+async def _async_connection(
+    migrated_worker_database: WorkerDatabase,
+) -> AsyncGenerator[AsyncConnection, None]:
+    """The connection of ``migrated_async_connection``, lent to the app while the test runs."""
+    async with migrated_worker_database.async_connection() as connection:
+        with lend(migrated_worker_database.url):
+            yield connection
 
 
 @pytest.fixture
-async def migrated_async_connection(
-    migrated_worker_database: WorkerDatabase,
-) -> AsyncIterator[AsyncConnection]:
-    """``migrated_connection`` for asyncio drivers (an ``AsyncConnection``); needs an async
-    test runner (``@pytest.mark.anyio``, or pytest-asyncio) and an asyncio driver in the test
-    server's URL (``sqlite+aiosqlite://``, ``postgresql+asyncpg://...``)."""
-    async with migrated_worker_database.async_connection() as connection:
-        yield connection
+def migrated_async_connection(
+    request: pytest.FixtureRequest, migrated_worker_database: WorkerDatabase
+) -> Iterator[AsyncConnection]:
+    """``migrated_connection`` for asyncio drivers (an ``AsyncConnection``), opened on the event
+    loop the test runs on: anyio's (``@pytest.mark.anyio``) or pytest-asyncio's (strict or auto
+    mode), both installed or either; needs an asyncio driver in the test server's URL
+    (``sqlite+aiosqlite://``, ``postgresql+asyncpg://...``, ``mysql+aiomysql://...``).
+
+    A plain fixture that drives the async one itself, so that neither plugin claims it for a
+    loop of its own."""
+    from .testing.event_loops import on_the_tests_loop
+
+    yield from on_the_tests_loop(
+        _async_connection, request, migrated_worker_database=migrated_worker_database
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 import anyio.to_thread
@@ -12,8 +12,10 @@ from sqlalchemy import MetaData
 
 from ..core.engine import begin, checks_a_local_file, migrate
 from ..core.errors import ConfigurationError, MigrationError
+from ..core.lent import lent_url, on_lent_database
 from ..core.result import MigrationResult
-from ..core.settings import MigrateSettings
+from ..core.seed import Seed, checked_seed
+from ..core.settings import MigrateSettings, url_optional
 from .logs import ensure_visible
 from .readiness import close_probe
 
@@ -34,7 +36,15 @@ def migrate_on_startup(
     Settings are read when the app starts, not at import, so tests and containers can set the
     environment late. The migration runs in a worker thread: Alembic is blocking, and an async
     ``env.py`` calls ``asyncio.run()``, which cannot run inside the server's event loop.
+    ``seed=`` is ``MIGRATE_SEED``'s ``module:function``, or the function itself.
     """
+    seed = overrides.pop("seed", None)
+    if seed is not None and not isinstance(seed, str):
+        seed_function: Seed | None = checked_seed(seed, repr(seed))
+    else:
+        seed_function = None
+        if seed is not None:
+            overrides["seed"] = seed
     unknown = set(overrides) - set(MigrateSettings.model_fields)
     if unknown:
         raise ConfigurationError(
@@ -47,7 +57,7 @@ def migrate_on_startup(
         ensure_visible()
         current = _settings(settings, overrides)
         try:
-            result = await _migrate(current, metadata)
+            result = await _migrate(current, metadata, seed_function)
         except MigrationError as error:
             log.error("migration failed, the app will not start: %s", error)
             raise
@@ -67,12 +77,16 @@ def migrate_on_startup(
     return migrating_lifespan
 
 
-async def _migrate(settings: MigrateSettings, metadata: MetaData | None) -> MigrationResult:
+async def _migrate(
+    settings: MigrateSettings, metadata: MetaData | None, seed: Seed | None
+) -> MigrationResult:
     """``migrate`` in a worker thread, except a no-op start on a SQLite file: its check cannot
     wait on a network, and it spares the thread (the first costs about a millisecond)."""
     if not checks_a_local_file(settings):
-        return await anyio.to_thread.run_sync(lambda: migrate(settings, metadata=metadata))
-    with begin(settings, metadata) as start:
+        return await anyio.to_thread.run_sync(
+            lambda: migrate(settings, metadata=metadata, seed=seed)
+        )
+    with begin(settings, metadata, seed) as start:
         assert start is not None  # mode off checks nothing
         result = start.local_noop()
         if result is None:
@@ -82,8 +96,12 @@ async def _migrate(settings: MigrateSettings, metadata: MetaData | None) -> Migr
 
 
 def _settings(settings: MigrateSettings | None, overrides: Mapping[str, Any]) -> MigrateSettings:
-    if settings is None:
-        return MigrateSettings(**overrides)
-    if not overrides:
-        return settings
-    return type(settings)(**{**settings.model_dump(), **overrides})
+    # Inside a test the URL is the lent database's: the app's own need not be set.
+    with url_optional() if lent_url() is not None else nullcontext():
+        if settings is None:
+            current = MigrateSettings(**overrides)
+        elif not overrides:
+            current = settings
+        else:
+            current = type(settings)(**{**settings.model_dump(), **overrides})
+    return on_lent_database(current)
