@@ -128,6 +128,16 @@ def migrated_database_url(migrated_template: MigratedTemplate) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def migrated_session_database_url(migrated_template: MigratedTemplate) -> Iterator[str]:
+    """The URL of a database at head shared by the whole session (this xdist worker's), for
+    suites whose own fixtures are session- or module-scoped (a ``db`` fixture that seeds once,
+    a module-wide ``TestClient``); what tests commit stays until the session ends. Lent to the
+    app's lifespan for the session, as the function-scoped fixtures are for their test."""
+    with migrated_template.copy() as url, lend(url):
+        yield url
+
+
 @pytest.fixture
 def migrated_engine(migrated_database_url: str) -> Iterator[Engine]:
     """A (blocking) SQLAlchemy engine on ``migrated_database_url``, disposed after the test."""

@@ -245,3 +245,67 @@ def test_health_router_under_an_app_that_names_operations_by_tag(
     pytester.makepyfile(test_tagged=TAGGED_APP)
     result = _run(pytester)
     result.assert_outcomes(passed=1)
+
+
+# The full-stack FastAPI template's shape: a session-scoped autouse ``db`` fixture that seeds a
+# first user once and commits, a module-scoped TestClient, an engine of the app's own.
+SESSION_CONFTEST = """\
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from app_settings import app
+
+
+@pytest.fixture(scope="session", autouse=True)
+def db(migrated_session_database_url):
+    engine = sa.create_engine(migrated_session_database_url)
+    with engine.begin() as c:
+        c.execute(sa.text("INSERT INTO t2 (name) VALUES ('first superuser')"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(app) as c:
+        yield c
+"""
+
+SESSION_TESTS = """\
+import sqlalchemy as sa
+
+from app_settings import app
+
+
+def names(db):
+    with db.connect() as c:
+        return list(c.execute(sa.text("SELECT name FROM t2 ORDER BY id")).scalars())
+
+
+def test_the_lifespan_is_on_the_session_database(client, db):
+    assert app.state.migration.action == "noop"
+    assert sa.make_url(app.state.migration_settings.database_url).database == db.url.database
+    assert client.get("/health/migrations").json()["current"] == "r4"
+
+
+def test_writes_stay_for_the_session(db):
+    assert names(db) == ["first superuser"]
+    with db.begin() as c:
+        c.execute(sa.text("INSERT INTO t2 (name) VALUES ('kept')"))
+
+
+def test_after(db):
+    assert names(db) == ["first superuser", "kept"]
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_session_scoped_database_for_session_and_module_fixtures(
+    pytester: pytest.Pytester, user_project: Path, backend: str
+) -> None:
+    pytester.makepyfile(
+        app_settings=APP_WITH_ITS_SETTINGS, conftest=SESSION_CONFTEST, test_session=SESSION_TESTS
+    )
+    result = _run(pytester, *_server(backend, asyncio=False))
+    result.assert_outcomes(passed=3)
