@@ -18,7 +18,7 @@ import os
 import uuid
 from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 _previous_url = pytest.StashKey[str | None]()
 _run = pytest.StashKey[str]()
+_failed = pytest.StashKey[bool]()
+_kept = pytest.StashKey[list[tuple[str, str]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,6 +60,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="migrate the template again even if one kept from an earlier run matches the "
         "migrations (for what the key cannot see: env.py reading the environment...)",
     )
+    group.addoption(
+        "--migrate-keep-failed",
+        action="store_true",
+        default=False,
+        help="keep the database of a failed test that used migrated_database_url (or "
+        "migrated_engine) as the test left it, and print its URL; drop it by hand",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -66,6 +75,24 @@ def pytest_configure(config: pytest.Config) -> None:
     worker_input = getattr(config, "workerinput", None)
     config.stash[_run] = worker_input["testrunuid"] if worker_input else uuid.uuid4().hex
     set_server_url(config.getoption("migrate_db_url", None))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Remember a failed setup or call: ``--migrate-keep-failed`` keeps that test's database."""
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        item.stash[_failed] = True
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    kept = config.stash.get(_kept, [])
+    if not kept:
+        return
+    terminalreporter.section("fastapi-migrate: databases of failed tests, kept")
+    for nodeid, url in kept:
+        terminalreporter.line(f"{nodeid}: {url}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -108,7 +135,11 @@ def migrated_template(
     cache = getattr(pytestconfig, "cache", None)
     folder = cache.mkdir("fastapi-migrate") if cache else tmp_path_factory.mktemp("fastapi-migrate")
     server = database_server(server_url(), Path(folder))
-    janitor = Janitor(server, worker=os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    janitor = Janitor(
+        server,
+        worker=os.environ.get("PYTEST_XDIST_WORKER", "main"),
+        kept_list=Path(folder) / "kept-databases.txt",
+    )
     try:
         yield janitor.kept_template(
             migrate_settings,
@@ -120,12 +151,24 @@ def migrated_template(
 
 
 @pytest.fixture
-def migrated_database_url(migrated_template: MigratedTemplate) -> Iterator[str]:
+def migrated_database_url(
+    request: pytest.FixtureRequest, migrated_template: MigratedTemplate
+) -> Iterator[str]:
     """The URL of a database at head in a fresh copy's state, this test's alone; after the test
     it is reset for a later one where the server can prove it (PostgreSQL, MariaDB), else
-    dropped."""
-    with migrated_template.copy() as url, lend(url):
+    dropped; with ``--migrate-keep-failed``, kept as a failed test left it."""
+    keeping = bool(request.config.getoption("migrate_keep_failed", False))
+
+    def failed() -> bool:  # asked after the test: its report is in by then
+        return bool(request.node.stash.get(_failed, False))
+
+    with migrated_template.copy(keep=failed if keeping else None) as url, lend(url):
         yield url
+        if keeping and failed():
+            from .core.redaction import mask_url
+
+            kept = request.config.stash.setdefault(_kept, [])
+            kept.append((request.node.nodeid, mask_url(url)))
 
 
 @pytest.fixture(scope="session")

@@ -309,3 +309,61 @@ def test_session_scoped_database_for_session_and_module_fixtures(
     )
     result = _run(pytester, *_server(backend, asyncio=False))
     result.assert_outcomes(passed=3)
+
+
+KEEP_FAILED_TESTS = """\
+import sqlalchemy as sa
+
+
+def test_passes(migrated_engine):
+    with migrated_engine.begin() as c:
+        c.execute(sa.text("INSERT INTO t2 (name) VALUES ('passed')"))
+
+
+def test_fails(migrated_engine):
+    with migrated_engine.begin() as c:
+        c.execute(sa.text("INSERT INTO t2 (name) VALUES ('left by the failed test')"))
+    assert False, "on purpose"
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_keep_failed_keeps_a_failed_tests_database_and_prints_its_url_masked(
+    pytester: pytest.Pytester, user_project: Path, backend: str
+) -> None:
+    import sqlalchemy as sa
+
+    server = _server(backend, asyncio=False)
+    secret = backend == "postgresql"  # its trust authentication ignores the password
+    if secret:
+        with_password = sa.make_url(server[1]).set(password="s3cret")
+        server = ["--migrate-db-url", with_password.render_as_string(hide_password=False)]
+    pytester.makepyfile(test_keep=KEEP_FAILED_TESTS)
+    args = ["-p", "xdist.plugin", "-p", "anyio.pytest_plugin", "-p", PLUGIN, *server]
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+        result = pytester.runpytest_subprocess(*args, "--migrate-keep-failed")
+        result.assert_outcomes(passed=1, failed=1)
+        assert "s3cret" not in result.stdout.str() + result.stderr.str()
+        lines = [line for line in result.stdout.lines if line.startswith("test_keep.py::")]
+        assert len(lines) == 1 and lines[0].startswith("test_keep.py::test_fails: "), lines
+        url = lines[0].split(": ", 1)[1]
+        assert not secret or "***" in url
+        kept = sa.make_url(url).set(password="s3cret") if secret else sa.make_url(url)
+        # A later run (its cleanup of leftovers included) leaves it alone.
+        pytester.runpytest_subprocess(*args, "-k", "passes").assert_outcomes(passed=1)
+    engine = sa.create_engine(kept, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as c:
+            rows = c.execute(sa.text("SELECT name FROM t2")).scalars().all()
+        assert rows == ["left by the failed test"]
+    finally:
+        engine.dispose()
+        if backend != "sqlite":
+            from fastapi_migrate.testing.janitor import database_server
+
+            found = database_server(server[1], user_project)
+            try:
+                found.drop(str(kept.database))
+            finally:
+                found.close()
