@@ -234,16 +234,21 @@ class Janitor:
     def close(self) -> None:
         """Drop everything still alive, template included; release the server's connections."""
         try:
-            for copies in self._reused.values():
-                copies.close()
-            self.wait_for_drops()
-            if self._dropper is not None:
-                self._dropper.shutdown()
-                self._dropper = None
-            for name in sorted(self._live):
-                self.drop(name)
+            self.drop_all()
         finally:
             self.server.close()
+
+    def drop_all(self) -> None:
+        """Drop everything this janitor made that is still alive; the server stays open (a
+        benchmark's suites share it)."""
+        for copies in self._reused.values():
+            copies.close()
+        self.wait_for_drops()
+        if self._dropper is not None:
+            self._dropper.shutdown()
+            self._dropper = None
+        for name in sorted(self._live):
+            self.drop(name)
 
 
 @dataclass(frozen=True)
