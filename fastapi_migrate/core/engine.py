@@ -63,6 +63,7 @@ from .progress import RevisionProgress
 from .redaction import error_line
 from .result import MigrationResult, ResultAction
 from .retry import poll
+from .seed import Seed, import_seed, run_seed, seed_name
 from .settings import MigrateSettings
 from .version_table import VersionTable, at_target, read_states
 
@@ -78,18 +79,24 @@ class Runs(Protocol):
 
 
 def migrate(
-    settings: MigrateSettings | None = None, *, metadata: MetaData | None = None
+    settings: MigrateSettings | None = None,
+    *,
+    metadata: MetaData | None = None,
+    seed: Seed | None = None,
 ) -> MigrationResult:
-    """Run the startup logic of the settings' ``mode``; log and return what happened."""
+    """Run the startup logic of the settings' ``mode``; log and return what happened.
+    ``seed`` (else ``MIGRATE_SEED``) runs after the migration, under the lock."""
     settings = settings if settings is not None else MigrateSettings()
-    with begin(settings, metadata) as start:
+    with begin(settings, metadata, seed) as start:
         result = start.run() if start is not None else skipped()
     log.info(result.summary())
     return result
 
 
 @contextmanager
-def begin(settings: MigrateSettings, metadata: MetaData | None) -> Iterator[Start | None]:
+def begin(
+    settings: MigrateSettings, metadata: MetaData | None, seed: Seed | None = None
+) -> Iterator[Start | None]:
     """The start of these settings, closed after the block; None when ``mode`` is ``off``."""
     if settings.mode == "off":
         yield None
@@ -97,7 +104,9 @@ def begin(settings: MigrateSettings, metadata: MetaData | None) -> Iterator[Star
     metadata = resolve_metadata(metadata, settings.metadata)
     if settings.empty_database == "create_all":
         require_tables(metadata)
-    with Start(settings, metadata) as start:
+    if seed is None and settings.seed and settings.mode == "upgrade":
+        seed = import_seed(settings.seed)  # a bad path fails before anything is touched
+    with Start(settings, metadata, seed) as start:
         yield start
 
 
@@ -226,9 +235,13 @@ class Tree:
 class Start:
     """One start: the trees, the database, and the connection kept for repeated reads."""
 
-    def __init__(self, settings: MigrateSettings, metadata: MetaData | None) -> None:
+    def __init__(
+        self, settings: MigrateSettings, metadata: MetaData | None, seed: Seed | None = None
+    ) -> None:
         self.settings = settings
         self.metadata = metadata
+        # Only a start that may write seeds: wait and check never write.
+        self.seed = seed if settings.mode == "upgrade" else None
         self.started = time.monotonic()
         self.trees = [
             Tree(name, narrowed, alembic_config(narrowed, metadata=metadata))
@@ -255,7 +268,7 @@ class Start:
         the cache alone (no revision file read), the version read without waiting for a lock
         (another process may hold the file for seconds). None when it is not known to be a
         no-op; what it learnt is kept for ``run``."""
-        if not _is_a_sqlite_file(self.db.url):
+        if not _is_a_sqlite_file(self.db.url) or self.seed is not None:
             return None
         fast = self.fast_noop(quick=True)
         if fast[2] is not None:  # every tree's target is known: ``run`` needs no new look
@@ -294,8 +307,8 @@ class Start:
 
     def _run(self) -> MigrationResult:
         fast, reachable, wanted = self._fast if self._fast is not None else self.fast_noop()
-        if fast is not None:
-            return fast
+        if fast is not None and self.seed is None:
+            return fast  # the lock-free no-op: a seed needs the lock even at the target
         if wanted is None:
             # The scripts before the database: a missing folder or a broken revision must not
             # leave an empty SQLite file behind (connecting creates it).
@@ -386,18 +399,51 @@ class Start:
                 version_table_schema=s.version_table_schema,
                 timeout=s.lock_timeout,
                 enabled=s.lock,
-                ends_when=migrated_meanwhile,
+                # A seed runs under the lock: wait for it even once another process migrated.
+                ends_when=migrated_meanwhile if self.seed is None else None,
             ) as keeper:
-                # Whoever held the lock has usually just migrated: one query says so.
-                if migrated_meanwhile():
-                    return reached[0]
-                self._drop_reader()  # idle from here on: not kept open across the migration
-                plans = self.plans(self.db.run)
-                if all(plan.action == "noop" for plan in plans):
-                    return self.finish(self.results(plans, "noop"))
-                return self.execute(plans, keeper)
+                result = self.upgrade_locked(migrated_meanwhile, reached, keeper)
+                if self.seed is not None:
+                    self.run_seed(self.seed, result, keeper)
+                return result
         except WaitEnded:
             return reached[0]
+
+    def upgrade_locked(
+        self,
+        migrated_meanwhile: Callable[[], bool],
+        reached: list[MigrationResult],
+        keeper: LockKeeper | None,
+    ) -> MigrationResult:
+        """Under the lock: at the target already (another process migrated), else plan and
+        apply."""
+        # Whoever held the lock has usually just migrated: one query says so.
+        if migrated_meanwhile():
+            return reached[0]
+        self._drop_reader()  # idle from here on: not kept open across the migration
+        plans = self.plans(self.db.run)
+        if all(plan.action == "noop" for plan in plans):
+            return self.finish(self.results(plans, "noop"))
+        return self.execute(plans, keeper)
+
+    def run_seed(self, seed: Seed, result: MigrationResult, keeper: LockKeeper | None) -> None:
+        """The seed, in one transaction committed when it returns, still under the lock."""
+        self._drop_reader()
+        name = seed_name(seed)
+        try:
+            with guarded_commits(keeper, transactional_ddl=True):
+                seconds = self.db.run(lambda connection: run_seed(seed, connection))
+        except MigrationError:
+            raise
+        except Exception as error:
+            raise MigrationFailed(
+                f"seed {name} failed: {error_line(error, [self.db.url])}; its transaction was "
+                f"rolled back, the migration before it stays (the database is at "
+                f"{result.to_revision or 'no revision'}); fix the seed and start again",
+                revision=None,
+                current_revision=result.to_revision,
+            ) from None
+        log.info("seeded with %s in %.3fs, under the migration lock", name, seconds)
 
     def wait(self, first: list[MigrationPlan]) -> MigrationResult:
         """``MIGRATE_MODE=wait``: poll, never writing, until another process has brought every
