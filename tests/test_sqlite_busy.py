@@ -61,6 +61,8 @@ def another_writer(path: Path, mode: str, seconds: float) -> Iterator[subprocess
         yield proc
     finally:
         proc.wait(timeout=60)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 @pytest.fixture
