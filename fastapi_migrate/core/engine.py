@@ -56,7 +56,7 @@ from .redaction import error_line
 from .result import MigrationResult, ResultAction
 from .retry import poll
 from .settings import MigrateSettings
-from .version_table import VersionTable, at_target, read_states
+from .version_table import DatabaseState, VersionTable, at_target, read_states
 
 log = logging.getLogger("fastapi_migrate")
 
@@ -331,11 +331,19 @@ class Start:
                 enabled=s.lock,
                 ends_when=migrated_meanwhile,
             ) as keeper:
-                # Whoever held the lock has usually just migrated: one query says so.
-                if migrated_meanwhile():
-                    return reached[0]
-                self._drop_reader()  # idle from here on: not kept open across the migration
-                plans = self.plans(self.db.run)
+                # One read under the lock, on the reader's connection: whoever held the lock
+                # has usually just migrated (then no script is loaded), else it is the state
+                # the plans start from (a fresh database pays no second connection for it).
+                try:
+                    states = self.read(self.read_states)
+                finally:
+                    self._drop_reader()  # idle from here on: not kept open while migrating
+                current = [state.revisions for state in states]
+                if all(state.has_version_table for state in states):
+                    found = self.noop_if(current, targets)
+                    if found is not None:
+                        return found
+                plans = self.plans(self.db.run, states)
                 if all(plan.action == "noop" for plan in plans):
                     return self.finish(self.results(plans, "noop"))
                 return self.execute(plans, keeper)
@@ -416,11 +424,17 @@ class Start:
             }
         )
 
-    def plans(self, run: Runs) -> list[MigrationPlan]:
-        """Every tree's plan, or the first tree's error, before anything runs."""
+    def read_states(self, connection: Connection) -> list[DatabaseState]:
+        """Every tree's state of the database, in one go."""
         tables = [tree.table for tree in self.trees]
         adoptable = [tree.settings.baseline is not None for tree in self.trees]
-        states = run(lambda c: read_states(c, tables, adoptable=adoptable))
+        return read_states(connection, tables, adoptable=adoptable)
+
+    def plans(self, run: Runs, states: list[DatabaseState] | None = None) -> list[MigrationPlan]:
+        """Every tree's plan, or the first tree's error, before anything runs; ``states``:
+        already read (under the lock), else read with ``run``."""
+        if states is None:
+            states = run(self.read_states)
         plans = []
         for tree, state in zip(self.trees, states, strict=True):
             with tree.named():
