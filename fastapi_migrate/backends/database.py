@@ -23,7 +23,7 @@ from ..core.errors import ConfigurationError, DatabaseUnavailable
 from ..core.redaction import error_line, mask_url, redact
 from ..core.retry import CONNECT_CAP, poll
 from . import Backend, backend_for
-from .drivers import EXTRAS, is_async_url, parse_url
+from .drivers import EXTRAS, is_async_url, missing_driver_hint, parse_url
 
 if TYPE_CHECKING:  # the asyncio extension needs greenlet: imported only for async URLs
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -75,18 +75,29 @@ class Database:
                     self.url, poolclass=pool.NullPool, pool_reset_on_return=None
                 )
         except exc.NoSuchModuleError:
+            if self.url.get_backend_name() == "cockroachdb":
+                raise ConfigurationError(
+                    f"{variable}: the CockroachDB dialect is not installed for "
+                    f"{mask_url(self.url)}: pip install sqlalchemy-cockroachdb (the migration "
+                    "lock there is a lease in a table, chosen by itself)"
+                ) from None
             raise ConfigurationError(
                 f"{variable}: unknown database driver {self.url.drivername!r} in "
                 f"{mask_url(self.url)}"
             ) from None
         except ImportError as error:
             extra = EXTRAS.get(self.url.get_backend_name(), "async")
+            hint = missing_driver_hint(self.url, error.name)
             raise ConfigurationError(
                 f"{variable}: the driver for {self.url.drivername!r} is not installed "
-                f"({error.name or error}); pip install 'fastapi-migrate-on-startup[{extra}]' "
-                "or the driver itself"
+                f"({error.name or error})"
+                + (
+                    hint
+                    or f"; pip install 'fastapi-migrate-on-startup[{extra}]' or the driver itself"
+                )
             ) from None
         self.backend: Backend = backend_for(self.dialect_name)
+        self.backend.check_url(self.url, variable)
         self.backend.engine_created(self.engine)
         self._attempt_timeout: float | None = None
         names = _CONNECT_TIMEOUT_ARGS.get(self.url.get_driver_name(), ())

@@ -31,11 +31,57 @@ def enable_transactions(engine: Engine) -> None:
     def _no_implicit_transactions(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
 
-    @event.listens_for(engine, "begin")
-    def _emit_begin(connection: Connection) -> None:
-        # Not under AUTOCOMMIT (Alembic's autocommit_block): VACUUM and friends refuse a BEGIN.
-        if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            connection.exec_driver_sql("BEGIN")
+    event.listen(engine, "begin", _emit_begin)
+
+
+_IMMEDIATE = "fastapi_migrate_begin_immediate"
+
+
+def _emit_begin(connection: Connection) -> None:
+    # Not under AUTOCOMMIT (Alembic's autocommit_block): VACUUM and friends refuse a BEGIN.
+    options = connection.get_execution_options()
+    if options.get("isolation_level") != "AUTOCOMMIT":
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_IMMEDIATE) else "BEGIN")
+
+
+def migrates_after_writers(connection: Connection, seconds: float) -> None:
+    """Make a connection that runs revisions wait up to ``seconds`` for another writer.
+
+    Its transactions begin with ``BEGIN IMMEDIATE``: a deferred one that has read and then
+    writes gets ``database is locked`` at once while another process holds a write
+    transaction (SQLite calls no busy handler there, to avoid a deadlock); taking the write
+    lock first waits, as long as the busy timeout, set here to ``MIGRATE_LOCK_TIMEOUT``."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
+    finally:
+        cursor.close()
+    connection.execution_options(**{_IMMEDIATE: True})
+
+
+def is_locked(error: BaseException) -> bool:
+    """Whether ``error`` (or its cause) is SQLite's busy timeout running out."""
+    while error is not None:
+        if "database is locked" in str(error) or "database table is locked" in str(error):
+            return True
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return False
+
+
+def emits_begin(connection: Connection) -> bool:
+    """Make a connection ``env.py`` opened on an engine of its own (Alembic's templates build
+    one from ``sqlalchemy.url``) emit BEGIN when it begins, as ours do; whether it does now.
+
+    In its legacy mode pysqlite opens no transaction before DDL, so each ``CREATE TABLE`` would
+    commit at once. An explicit BEGIN is enough (pysqlite then opens none of its own); the
+    listener lives on this ``Connection`` only, never on the app's engine or pool. ``False`` for
+    a connection already in a transaction begun without one."""
+    if _emit_begin in list(connection.dispatch.begin):  # the engine's listeners, and its own
+        return True
+    if connection.in_transaction():
+        return False
+    event.listen(connection, "begin", _emit_begin)
+    return True
 
 
 def file_of(url: URL) -> Path | None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 import anyio.to_thread
@@ -12,8 +13,11 @@ from sqlalchemy import MetaData
 
 from ..core.engine import begin, checks_a_local_file, migrate
 from ..core.errors import ConfigurationError, MigrationError
+from ..core.lent import lent_url, on_lent_database
+from ..core.redaction import error_line
 from ..core.result import MigrationResult
-from ..core.settings import MigrateSettings
+from ..core.seed import Seed, checked_seed
+from ..core.settings import MigrateSettings, url_optional
 from .logs import ensure_visible
 from .readiness import close_probe
 from .shutdown import ShutdownDuringStartup, names, noticing
@@ -35,7 +39,15 @@ def migrate_on_startup(
     Settings are read when the app starts, not at import, so tests and containers can set the
     environment late. The migration runs in a worker thread: Alembic is blocking, and an async
     ``env.py`` calls ``asyncio.run()``, which cannot run inside the server's event loop.
+    ``seed=`` is ``MIGRATE_SEED``'s ``module:function``, or the function itself.
     """
+    seed = overrides.pop("seed", None)
+    if seed is not None and not isinstance(seed, str):
+        seed_function: Seed | None = checked_seed(seed, repr(seed))
+    else:
+        seed_function = None
+        if seed is not None:
+            overrides["seed"] = seed
     unknown = set(overrides) - set(MigrateSettings.model_fields)
     if unknown:
         raise ConfigurationError(
@@ -46,12 +58,15 @@ def migrate_on_startup(
     @asynccontextmanager
     async def migrating_lifespan(app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
         ensure_visible()
-        current = _settings(settings, overrides)
+        current: MigrateSettings | None = None
         try:
+            current = _settings(settings, overrides)
             with noticing() as received:
-                result = await _migrate(current, metadata)
-        except MigrationError as error:
-            log.error("migration failed, the app will not start: %s", error)
+                result = await _migrate(current, metadata, seed_function)
+        except Exception as error:
+            # The one line every failed start prints first, whatever failed: a setting, the
+            # migration, or something that is not a MigrationError.
+            log.error("migration failed, the app will not start: %s", _reason(error, current))
             raise
         if received:
             raise _stopped(received, result)
@@ -82,12 +97,16 @@ def _stopped(received: list[int], result: MigrationResult) -> ShutdownDuringStar
     return ShutdownDuringStartup(message)
 
 
-async def _migrate(settings: MigrateSettings, metadata: MetaData | None) -> MigrationResult:
+async def _migrate(
+    settings: MigrateSettings, metadata: MetaData | None, seed: Seed | None
+) -> MigrationResult:
     """``migrate`` in a worker thread, except a no-op start on a SQLite file: its check cannot
     wait on a network, and it spares the thread (the first costs about a millisecond)."""
     if not checks_a_local_file(settings):
-        return await anyio.to_thread.run_sync(lambda: migrate(settings, metadata=metadata))
-    with begin(settings, metadata) as start:
+        return await anyio.to_thread.run_sync(
+            lambda: migrate(settings, metadata=metadata, seed=seed)
+        )
+    with begin(settings, metadata, seed) as start:
         assert start is not None  # mode off checks nothing
         result = start.local_noop()
         if result is None:
@@ -96,9 +115,24 @@ async def _migrate(settings: MigrateSettings, metadata: MetaData | None) -> Migr
     return result
 
 
+def _reason(error: Exception, settings: MigrateSettings | None) -> str:
+    """A MigrationError's message (passwords already masked), else its first line with every
+    URL this start may have seen masked."""
+    if isinstance(error, MigrationError):
+        return str(error)
+    urls = [os.environ.get(name) for name in ("DATABASE_URL", "MIGRATE_DATABASE_URL")]
+    if settings is not None:
+        urls += [settings.database_url, settings.migrate_database_url]
+    return error_line(error, urls)
+
+
 def _settings(settings: MigrateSettings | None, overrides: Mapping[str, Any]) -> MigrateSettings:
-    if settings is None:
-        return MigrateSettings(**overrides)
-    if not overrides:
-        return settings
-    return type(settings)(**{**settings.model_dump(), **overrides})
+    # Inside a test the URL is the lent database's: the app's own need not be set.
+    with url_optional() if lent_url() is not None else nullcontext():
+        if settings is None:
+            current = MigrateSettings(**overrides)
+        elif not overrides:
+            current = settings
+        else:
+            current = type(settings)(**{**settings.model_dump(), **overrides})
+    return on_lent_database(current)
