@@ -65,7 +65,7 @@ from .result import MigrationResult, ResultAction
 from .retry import poll
 from .seed import Seed, import_seed, run_seed, seed_name
 from .settings import MigrateSettings
-from .version_table import VersionTable, at_target, read_states
+from .version_table import DatabaseState, VersionTable, at_target, read_states
 
 log = logging.getLogger("fastapi_migrate")
 
@@ -402,7 +402,7 @@ class Start:
                 # A seed runs under the lock: wait for it even once another process migrated.
                 ends_when=migrated_meanwhile if self.seed is None else None,
             ) as keeper:
-                result = self.upgrade_locked(migrated_meanwhile, reached, keeper)
+                result = self.upgrade_locked(targets, keeper)
                 if self.seed is not None:
                     self.run_seed(self.seed, result, keeper)
                 return result
@@ -410,18 +410,21 @@ class Start:
             return reached[0]
 
     def upgrade_locked(
-        self,
-        migrated_meanwhile: Callable[[], bool],
-        reached: list[MigrationResult],
-        keeper: LockKeeper | None,
+        self, targets: list[tuple[str, ...]], keeper: LockKeeper | None
     ) -> MigrationResult:
         """Under the lock: at the target already (another process migrated), else plan and
-        apply."""
-        # Whoever held the lock has usually just migrated: one query says so.
-        if migrated_meanwhile():
-            return reached[0]
-        self._drop_reader()  # idle from here on: not kept open across the migration
-        plans = self.plans(self.db.run)
+        apply. One read, on the reader's connection, serves both: whoever held the lock has
+        usually just migrated (then no script is loaded), else it is the state the plans start
+        from (a fresh database pays no second connection for it)."""
+        try:
+            states = self.read(self.read_states)
+        finally:
+            self._drop_reader()  # idle from here on: not kept open across the migration
+        if all(state.has_version_table for state in states):
+            found = self.noop_if([state.revisions for state in states], targets)
+            if found is not None:
+                return found
+        plans = self.plans(self.db.run, states)
         if all(plan.action == "noop" for plan in plans):
             return self.finish(self.results(plans, "noop"))
         return self.execute(plans, keeper)
@@ -519,11 +522,17 @@ class Start:
             }
         )
 
-    def plans(self, run: Runs) -> list[MigrationPlan]:
-        """Every tree's plan, or the first tree's error, before anything runs."""
+    def read_states(self, connection: Connection) -> list[DatabaseState]:
+        """Every tree's state of the database, in one go."""
         tables = [tree.table for tree in self.trees]
         adoptable = [tree.settings.baseline is not None for tree in self.trees]
-        states = run(lambda c: read_states(c, tables, adoptable=adoptable))
+        return read_states(connection, tables, adoptable=adoptable)
+
+    def plans(self, run: Runs, states: list[DatabaseState] | None = None) -> list[MigrationPlan]:
+        """Every tree's plan, or the first tree's error, before anything runs; ``states``:
+        already read (under the lock), else read with ``run``."""
+        if states is None:
+            states = run(self.read_states)
         plans = []
         for tree, state in zip(self.trees, states, strict=True):
             with tree.named():
