@@ -23,7 +23,7 @@ from ..core.errors import ConfigurationError, DatabaseUnavailable
 from ..core.redaction import error_line, mask_url, redact
 from ..core.retry import CONNECT_CAP, poll
 from . import Backend, backend_for
-from .drivers import EXTRAS, is_async_url, parse_url
+from .drivers import EXTRAS, is_async_url, missing_driver_hint, parse_url
 
 if TYPE_CHECKING:  # the asyncio extension needs greenlet: imported only for async URLs
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -40,15 +40,6 @@ _CONNECT_TIMEOUT_ARGS = {
 }
 # Drivers that take ``autocommit`` when connecting (and otherwise turn it off there).
 _AUTOCOMMIT_ON_CONNECT = ("pymysql", "mysqldb")
-# Messages that no amount of retrying will fix.
-_PERMANENT = (
-    "password authentication failed",
-    "access denied",
-    "authentication failed",
-    "does not exist",
-    "unknown database",
-    "unable to open database file",
-)
 
 
 class Database:
@@ -84,18 +75,29 @@ class Database:
                     self.url, poolclass=pool.NullPool, pool_reset_on_return=None
                 )
         except exc.NoSuchModuleError:
+            if self.url.get_backend_name() == "cockroachdb":
+                raise ConfigurationError(
+                    f"{variable}: the CockroachDB dialect is not installed for "
+                    f"{mask_url(self.url)}: pip install sqlalchemy-cockroachdb (the migration "
+                    "lock there is a lease in a table, chosen by itself)"
+                ) from None
             raise ConfigurationError(
                 f"{variable}: unknown database driver {self.url.drivername!r} in "
                 f"{mask_url(self.url)}"
             ) from None
         except ImportError as error:
             extra = EXTRAS.get(self.url.get_backend_name(), "async")
+            hint = missing_driver_hint(self.url, error.name)
             raise ConfigurationError(
                 f"{variable}: the driver for {self.url.drivername!r} is not installed "
-                f"({error.name or error}); pip install 'fastapi-migrate-on-startup[{extra}]' "
-                "or the driver itself"
+                f"({error.name or error})"
+                + (
+                    hint
+                    or f"; pip install 'fastapi-migrate-on-startup[{extra}]' or the driver itself"
+                )
             ) from None
         self.backend: Backend = backend_for(self.dialect_name)
+        self.backend.check_url(self.url, variable)
         self.backend.engine_created(self.engine)
         self._attempt_timeout: float | None = None
         names = _CONNECT_TIMEOUT_ARGS.get(self.url.get_driver_name(), ())
@@ -163,12 +165,22 @@ class Database:
         finally:
             connection.close()
 
-    def wait_until_reachable(self, timeout: float) -> None:
-        """Connect, retrying with backoff for ``timeout`` seconds, else ``DatabaseUnavailable``."""
-        started = time.monotonic()
+    def wait_until_reachable(
+        self, timeout: float, *, since: float | None = None, failed: BaseException | None = None
+    ) -> None:
+        """Connect, retrying with backoff for ``timeout`` seconds, else ``DatabaseUnavailable``;
+        at once for an error that waiting cannot fix. ``failed``: the error of an attempt made
+        at ``since`` (the fast no-op check's), counted as the first: the timeout is spent once,
+        not once by that attempt and again here."""
+        started = since if since is not None else time.monotonic()
         deadline = started + timeout
         attempts = [0]
         last = [""]
+
+        def judge(error: BaseException) -> None:
+            last[0] = self.redact(_reason(error))
+            if not self.backend.connect_error_heals(error):
+                raise unavailable() from None  # waiting would not fix it: say so now
 
         def attempt() -> bool | None:
             attempts[0] += 1
@@ -185,11 +197,7 @@ class Database:
                     "encoding for some of their characters); change them, or the driver"
                 ) from None
             except (exc.DBAPIError, OSError) as error:
-                last[0] = self.redact(_reason(error))
-                if self.backend.connect_errors_are_permanent or any(
-                    marker in last[0].lower() for marker in _PERMANENT
-                ):
-                    raise unavailable() from None
+                judge(error)
                 return None
             finally:
                 self._attempt_timeout = None
@@ -202,7 +210,12 @@ class Database:
                 f"{last[0]}"
             )
 
-        poll(attempt, timeout, unavailable, cap=CONNECT_CAP)
+        if failed is not None:
+            attempts[0] = 1
+            judge(failed)
+            if time.monotonic() >= deadline:
+                raise unavailable()
+        poll(attempt, deadline - time.monotonic(), unavailable, cap=CONNECT_CAP)
 
     def connect_bound(self) -> float | None:
         """Seconds one connection attempt may take: the probe's share of the deadline, else

@@ -10,6 +10,7 @@ that already exists) is recognized here, to say what happened and what to do.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 import re
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, exc, pool, text
 from sqlalchemy.engine import URL
 
+from ..core.errors import ConfigurationError
 from . import mysql_reset as reset
 from .base import (
     PREFIX,
@@ -86,6 +88,17 @@ class NamedLock(SessionLock):
         return f"; held by connection {row[0]} ({row[1]}@{row[2]}, busy {row[3]}s)"
 
 
+# Client and server error numbers of a failed connection that waiting may fix.
+_TRANSIENT_CONNECT = {
+    1040,  # ER_CON_COUNT_ERROR: too many connections
+    1053,  # ER_SERVER_SHUTDOWN
+    1203,  # ER_TOO_MANY_USER_CONNECTIONS
+    2002,  # CR_CONNECTION_ERROR: the local socket is not there (yet)
+    2003,  # CR_CONN_HOST_ERROR: refused, timed out, no such host (yet)
+    2005,  # CR_UNKNOWN_HOST
+    2006,  # CR_SERVER_GONE_ERROR
+    2013,  # CR_SERVER_LOST
+}
 # Without performance_schema or the metadata_lock_info plugin the server does not say who holds
 # a table's metadata lock: these are the sessions of this database with a transaction open,
 # which is what holds one (identity and state, never query text).
@@ -99,6 +112,31 @@ _OPEN_TRANSACTIONS = text(
 
 class MySQL(Backend):
     transactional_ddl = False  # every DDL statement commits by itself
+    max_identifier_length = 64
+
+    def check_url(self, url: URL, variable: str) -> None:
+        """PyMySQL (and aiomysql, which uses its tables) fails on an unknown ``?charset=``
+        with an ``AttributeError`` at the first connect."""
+        charset = url.query.get("charset")
+        if not isinstance(charset, str) or url.get_driver_name() not in ("pymysql", "aiomysql"):
+            return
+        try:
+            charsets = importlib.import_module("pymysql.charset")  # no type stubs
+        except ImportError:
+            return  # the driver's own error says it is missing
+        if charsets.charset_by_name(charset) is None:
+            raise ConfigurationError(
+                f"{variable}: ?charset={charset} is not a character set PyMySQL knows; use "
+                "e.g. ?charset=utf8mb4"
+            )
+
+    def driver_error_heals(self, error: BaseException) -> bool:
+        number = _mysql_error_number(error)
+        if number is not None:
+            return number in _TRANSIENT_CONNECT
+        return super().driver_error_heals(error)
+    # Seconds since the epoch by the server's clock, to the microsecond.
+    clock_sql = "UNIX_TIMESTAMP(NOW(6))"
 
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str

@@ -13,11 +13,12 @@ import logging
 import sys
 import traceback
 from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
 
 from alembic.util import CommandError
 
 from ..core.errors import ConfigurationError, MigrationError
-from ..core.redaction import error_line, redact
+from ..core.redaction import error_line, mask_secrets, redact
 from .commands import COMMANDS, Invocation
 
 PROG = "fastapi-migrate"
@@ -37,9 +38,18 @@ def _version() -> str:
         return "unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, but a usage error masks what looks like a secret in the values it
+    echoes (a URL given as a stray argument: ``unrecognized arguments: postgresql://u:pw@...``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {mask_secrets(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser; the common options work before and after the subcommand."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     group = common.add_argument_group("settings (default: environment, .env, alembic.ini)")
     # SUPPRESS: an option given before the subcommand is not reset by the subparser's default.
     group.add_argument(
@@ -68,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="more detail: Alembic's log, verbose listings, the traceback of an error",
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Alembic migrations with the settings of fastapi-migrate: the same URL, "
         "lock and startup logic as migrate_on_startup().",

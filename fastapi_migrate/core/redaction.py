@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import unquote_plus
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -14,6 +15,36 @@ MASK = "***"
 _USERINFO = re.compile(r"(?P<scheme>[\w+.-]+://)(?P<user>[^:/@\s]*):(?P<password>\S*)@")
 # user:password@host with the scheme forgotten: everything up to the last @ may be the password.
 _BARE_USERINFO = re.compile(r"^(?P<user>[^:/@\s]*):(?P<password>\S*)@")
+# Keys whose value is a secret, in a URL's query string, a libpq string or a dict's repr:
+# password, passwd, pwd, sslpassword; libpq's passfile is a path, masked all the same (one path
+# too many is better than one secret). sslkey, sslcert and sslrootcert are paths and stay.
+_SECRET_KEY = r"[\w.-]*(?:pass|pwd|secret|token|credential)[\w.-]*"
+# key=value (a query string, a libpq string): the value runs to & ; , ) or a space, or is quoted.
+_SECRET_ASSIGNMENT = re.compile(
+    rf"(?P<key>\b{_SECRET_KEY})(?P<eq>\s*=\s*)"
+    r"(?P<value>'(?:[^'\\]|\\.)*'|\"[^\"]*\"|[^\s&;,)'\"]*)",
+    re.IGNORECASE,
+)
+# 'key': 'value' in the repr of a dict of connect arguments.
+_SECRET_ITEM = re.compile(
+    rf"(?P<key>['\"]{_SECRET_KEY}['\"])(?P<eq>\s*:\s*)(?P<value>'(?:[^'\\]|\\.)*'|\"[^\"]*\")",
+    re.IGNORECASE,
+)
+_PLACEHOLDER = "fastapimigratemaskedvalue"
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a query-string or connect-argument key holds a secret (``password``...)."""
+    return re.fullmatch(_SECRET_KEY, key, re.IGNORECASE) is not None
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with whatever looks like a secret masked: the password of a ``user:password@``
+    in a URL, the value of ``password=``, ``sslpassword=``... (query strings, libpq strings)
+    and of ``'password': ...`` (a dict's repr). For values echoed back that may not be URLs."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    text = _SECRET_ASSIGNMENT.sub(lambda m: f"{m['key']}{m['eq']}{MASK}", text)
+    return _SECRET_ITEM.sub(lambda m: f"{m['key']}{m['eq']}'{MASK}'", text)
 
 
 def mask_url(url: str | URL | None) -> str:
@@ -21,17 +52,24 @@ def mask_url(url: str | URL | None) -> str:
     if url is None:
         return "<no URL>"
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
+        return _render_masked(url)
     raw = _split_raw(url)
     if raw is not None and has_unescaped_at(url):  # SQLAlchemy would show its tail as the host
         scheme, user, _password, after = raw
-        return f"{scheme}://{user}:{MASK}@{after}"
+        return mask_secrets(f"{scheme}://{user}:{MASK}@{after}")
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return _render_masked(make_url(url))
     except (ArgumentError, ValueError, TypeError):
         if "://" not in url:
-            return _BARE_USERINFO.sub(lambda m: f"{m['user']}:{MASK}@", url)
-        return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", url)
+            url = _BARE_USERINFO.sub(lambda m: f"{m['user']}:{MASK}@", url)
+        return mask_secrets(url)
+
+
+def _render_masked(url: URL) -> str:
+    """SQLAlchemy's rendering without the password, secret query values masked too."""
+    secret = {key: _PLACEHOLDER for key in url.query if is_secret_key(key)}
+    shown = url.update_query_dict(secret) if secret else url
+    return shown.render_as_string(hide_password=True).replace(_PLACEHOLDER, MASK)
 
 
 def _split_raw(url: str) -> tuple[str, str, str, str] | None:
@@ -66,8 +104,16 @@ def passwords_of(urls: Iterable[str | URL | None]) -> list[str]:
             parsed = make_url(url) if not isinstance(url, URL) else url
             if parsed.password:
                 found.append(str(parsed.password))
+            for key, value in parsed.query.items():
+                if is_secret_key(key):
+                    found += [value] if isinstance(value, str) else list(value)
         except (ArgumentError, ValueError, TypeError):
             pass
+        for assignment in _SECRET_ASSIGNMENT.finditer(raw):
+            value = assignment["value"]
+            if value[:1] in "'\"" and value[-1:] == value[:1] and len(value) > 1:
+                value = value[1:-1]
+            found += [value, unquote_plus(value)]
         split = _split_raw(raw)
         if split is not None:
             found.append(split[2])
@@ -79,10 +125,10 @@ def passwords_of(urls: Iterable[str | URL | None]) -> list[str]:
 
 
 def redact(text: str, urls: Iterable[str | URL | None]) -> str:
-    """``text`` with every password of ``urls`` (and any user:password@) replaced by ``***``."""
+    """``text`` with every password of ``urls`` (and whatever looks like a secret) masked."""
     for password in passwords_of(urls):
         text = text.replace(password, MASK)
-    return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+    return mask_secrets(text)
 
 
 def error_line(error: BaseException, urls: Iterable[str | URL | None] = ()) -> str:

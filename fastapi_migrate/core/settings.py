@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import re
 from collections.abc import Iterator
@@ -18,7 +19,10 @@ from pydantic_settings import (
     SettingsConfigDict,
     SettingsError,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
+from ..backends import backend_for
 from .errors import ConfigurationError
 from .redaction import mask_url
 from .trees import MigrationTree, check_trees
@@ -31,7 +35,15 @@ UnsafePolicy = Literal["warn", "refuse", "allow"]
 # lease in a table; ``False``: no lock.
 LockChoice = bool | Literal["lease"]
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# \Z, not $: "abc\n" must not pass (a $ matches before a trailing newline).
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+# Alembic names the version table's primary key "<table>_pkc".
+_PK_SUFFIX = "_pkc"
+# Seconds: PyMySQL's connect_timeout and MySQL's lock_wait_timeout stop at a year; longer
+# waits overflow time_t in the lock's sleeps.
+_YEAR = 31_536_000
+# PostgreSQL's lock_timeout is an int of milliseconds.
+_PG_LOCK_TIMEOUT_MAX = 2_147_483
 _URL_FIELDS = ("database_url", "migrate_database_url")
 # Commands that never connect (``init``, ``revision`` without autogenerate) need no URL.
 _url_required: ContextVar[bool] = ContextVar("fastapi_migrate_url_required", default=True)
@@ -58,6 +70,8 @@ class MigrateSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MIGRATE_",
         env_file=".env",
+        # MIGRATE_CONFIG= is how docker compose and Kubernetes write an unset value.
+        env_ignore_empty=True,
         extra="ignore",
         populate_by_name=True,
         case_sensitive=False,
@@ -77,15 +91,17 @@ class MigrateSettings(BaseSettings):
     empty_database: EmptyDatabaseStrategy = "upgrade"
     baseline: str | None = None
     metadata: str | None = None
-    lock_timeout: float = Field(default=300.0, ge=0, allow_inf_nan=False)
-    connect_timeout: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    lock_timeout: float = Field(default=300.0, ge=0, le=_YEAR, allow_inf_nan=False)
+    connect_timeout: float = Field(default=30.0, ge=0, le=_YEAR, allow_inf_nan=False)
     unknown_revision: UnknownRevisionPolicy = "error"
     version_table: str = "alembic_version"
     version_table_schema: str | None = None
     backup_dir: Path | None = None
     # Seconds a DDL statement may wait for a table lock (PostgreSQL lock_timeout, MySQL
     # lock_wait_timeout) before the migration fails instead of stalling every query behind it.
-    ddl_lock_timeout: float = Field(default=10.0, ge=0, allow_inf_nan=False)
+    ddl_lock_timeout: float = Field(
+        default=10.0, ge=0, le=_PG_LOCK_TIMEOUT_MAX, allow_inf_nan=False
+    )
     # After a DDL lock timeout: roll the revision back, wait with backoff, try again (0: fail).
     ddl_lock_retries: int = Field(default=5, ge=0, le=100)
     # Lint findings in the revisions a start applies: log them, refuse the start, or skip the check.
@@ -130,9 +146,28 @@ class MigrateSettings(BaseSettings):
     @field_validator("version_table", "version_table_schema")
     @classmethod
     def _identifier(cls, value: str | None) -> str | None:
-        if value is not None and not _IDENTIFIER.match(value):
+        if value is not None and not _IDENTIFIER.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a plain SQL identifier (letters, digits, _; at most 63)"
+            )
+        return value
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _config_file(cls, value: Any) -> Any:
+        """Checked as given: ``Path`` would show ``conf/`` as ``conf``, and ``""`` as ``.``."""
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str | Path):
+            return value  # pydantic's own type error
+        try:
+            found = Path(value).is_file()
+        except OSError as error:  # a name too long for the file system, ...
+            raise ValueError(f"cannot be read: {error.strerror}") from None
+        if not found:
+            raise ValueError(
+                "not a file: give the path of an alembic.ini, or of a pyproject.toml with a "
+                "[tool.alembic] table"
             )
         return value
 
@@ -147,19 +182,36 @@ class MigrateSettings(BaseSettings):
     def _defaults_from_alembic_ini(self) -> MigrateSettings:
         if self.config is None:
             self.config = next((p for p in (_INI, _PYPROJECT) if p.is_file()), None)
-        if self.config is not None and not self.config.is_file():
-            raise ValueError(
-                f"MIGRATE_CONFIG: {str(self.config)!r} is not a file (give the path of an "
-                "alembic.ini, or of a pyproject.toml with a [tool.alembic] table)"
-            )
         ini = self.config_files()[0]
         if self.database_url is None and ini is not None:
-            url = Config(str(ini)).get_main_option("sqlalchemy.url")
-            self.database_url = url or None
+            self.database_url = _ini_url(ini)
         if self.database_url is None and self.mode != "off" and _url_required.get():
             raise ValueError(
                 "DATABASE_URL: no database URL; set DATABASE_URL "
                 "(or sqlalchemy.url in alembic.ini, or MigrateSettings(database_url=...))"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _names_fit_the_database(self) -> MigrateSettings:
+        """Names the database would cut or refuse at the first revision, refused now."""
+        limit = _identifier_limit(self.ddl_url)
+        if limit is None:
+            return self
+        tables = [("MIGRATE_VERSION_TABLE", self.version_table)]
+        tables += [("MIGRATE_TREES", tree.version_table) for tree in self.trees]
+        for variable, name in tables:
+            if len(name) + len(_PK_SUFFIX) > limit:
+                raise ValueError(
+                    f"{variable}: {name!r} has {len(name)} characters; at most "
+                    f"{limit - len(_PK_SUFFIX)} work on this database (Alembic names the "
+                    f"table's primary key {name}{_PK_SUFFIX}, and names have at most {limit})"
+                )
+        schema = self.version_table_schema
+        if schema is not None and len(schema) > limit:
+            raise ValueError(
+                f"MIGRATE_VERSION_TABLE_SCHEMA: {schema!r} has {len(schema)} characters; "
+                f"names have at most {limit} on this database"
             )
         return self
 
@@ -221,6 +273,32 @@ class MigrateSettings(BaseSettings):
             yield name, (mask_url(value) if name in _URL_FIELDS and value else value)
 
 
+def _ini_url(ini: Path) -> str | None:
+    """alembic.ini's ``sqlalchemy.url``. configparser reads ``%`` as interpolation, and its
+    error quotes the rest of the value (a %-encoded password): name the option, never the value.
+    """
+    try:
+        return Config(str(ini)).get_main_option("sqlalchemy.url") or None
+    except configparser.InterpolationError as error:
+        raise ValueError(
+            f"{ini}: [{error.section}] {error.option} holds a '%' that configparser reads as "
+            "interpolation: write each '%' in it as '%%' (a password's %40 as %%40), or set "
+            "DATABASE_URL instead"
+        ) from None
+
+
+def _identifier_limit(url: str | None) -> int | None:
+    """The longest name the URL's database takes; None when unknown (a bad URL is reported
+    where it is parsed, with its own message)."""
+    if not url:
+        return None
+    try:
+        backend = make_url(url).get_backend_name()
+    except (ArgumentError, ValueError):
+        return None
+    return backend_for(backend).max_identifier_length
+
+
 _INI = Path("alembic.ini")
 _PYPROJECT = Path("pyproject.toml")
 
@@ -243,13 +321,25 @@ def env_name(field: str) -> str:
     return _ENV_NAMES.get(field, f"MIGRATE_{field.upper()}")
 
 
+# Settings whose valid values are several kinds at once: what to write, said once.
+_CHOICES = {
+    "lock": "expected true (the session lock where it can be trusted, else a lease in a table), "
+    "lease or false",
+}
+
+
 def _explain(exc: ValidationError) -> str:
     """One line per bad setting, naming its variable and never echoing a URL."""
     lines = []
+    seen: set[str] = set()
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
+        if field and field in seen:  # a union (MIGRATE_LOCK) fails once per member: say it once
+            continue
+        seen.add(field)
         ctx_error = error.get("ctx", {}).get("error")
         message = str(ctx_error) if ctx_error is not None else error["msg"]
+        message = _CHOICES.get(field, message)
         if not field:
             lines.append(message)  # raised by the model validator: names its own variable
             continue

@@ -15,6 +15,9 @@ from sqlalchemy import Connection, inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.interfaces import DBAPICursor
 
+from ..backends.lease import LEASE_TABLE
+from .errors import ConfigurationError
+
 
 @dataclass(frozen=True)
 class DatabaseState:
@@ -88,8 +91,15 @@ def read_states(
     """
     inspector = inspect(connection)
     schemas = {None, *(t.schema for t in tables)}
+    missing = sorted(s for s in schemas if s is not None and s not in inspector.get_schema_names())
+    if missing:  # else: SQLite and MariaDB fail on reading, PostgreSQL at the first revision
+        raise ConfigurationError(
+            f"MIGRATE_VERSION_TABLE_SCHEMA: the database has no schema {missing[0]!r} (on "
+            "SQLite: no attached database of that name); create it first, or unset "
+            "MIGRATE_VERSION_TABLE_SCHEMA to keep the version table in the default schema"
+        )
     names = {schema: set(inspector.get_table_names(schema=schema)) for schema in schemas}
-    ours = {t.name for t in tables}
+    ours = {t.name for t in tables} | {LEASE_TABLE}  # the lease is the lock's, not the app's
     has_tables = any(name not in ours for found in names.values() for name in found)
     present = [t.name in names[t.schema] for t in tables]
     states = []

@@ -45,7 +45,8 @@ def alembic_config(
     url = url if url is not None else settings.ddl_url
     cfg = _read_files(*settings.config_files())
     location = settings.script_location or alembic_option(cfg, "script_location") or "migrations"
-    cfg.set_main_option("script_location", location)
+    # configparser reads a % as interpolation: MIGRATE_SCRIPT_LOCATION=100% is a folder name.
+    cfg.set_main_option("script_location", location.replace("%", "%%"))
     if url is not None:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
         cfg.cmd_opts = argparse.Namespace(x=[f"url={url}"])
@@ -127,6 +128,12 @@ def load_scripts(cfg: Config) -> ScriptDirectory:
         if location and not Path(location.split(":")[-1]).exists() and ":" not in location:
             hint = " (set MIGRATE_SCRIPT_LOCATION, or create it with: fastapi-migrate init)"
         raise ConfigurationError(f"migration scripts in {location!r}: {error}{hint}") from None
+    except ImportError as error:  # package:folder, and the package is not importable
+        raise ConfigurationError(
+            f"migration scripts in {location!r}: {error} (MIGRATE_SCRIPT_LOCATION, or "
+            "script_location in alembic.ini: a folder, or package:folder of an importable "
+            "package)"
+        ) from None
     except SyntaxError as error:
         raise ConfigurationError(
             f"migration scripts in {location!r}: {error.filename}, line {error.lineno}: {error.msg}"

@@ -24,10 +24,12 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData
 
 from ..backends.database import DedicatedConnection
+from ..backends.sqlite import emits_begin, migrates_after_writers
 from ..core.errors import ConfigurationError
 from ..core.settings import MigrateSettings
 from .config import alembic_config, environment_options
 from .logging_guard import preserved_logging
+from .same_database import refuse_another_database
 
 
 def run_upgrade(
@@ -124,6 +126,51 @@ class _CheckedEnvironment(EnvironmentContext):
             "env.py take version_table and version_table_schema from the settings "
             "(config.attributes); nothing was migrated"
         )
+
+
+def _checked_configure(original: Callable[..., None]) -> Callable[..., None]:
+    """``EnvironmentContext.configure`` that, for a Config of ours (built by ``alembic_config``,
+    whichever Alembic command runs ``env.py``: upgrade, downgrade, stamp, the checks of
+    ``fastapi_migrate.testing``), refuses a connection to another database than the one asked
+    for, before Alembic reads or writes anything. Other Configs are left alone."""
+
+    def configure(self: EnvironmentContext, *args: Any, **kwargs: Any) -> None:
+        attributes = self.config.attributes
+        if not attributes.get("fastapi_migrate"):
+            original(self, *args, **kwargs)
+            return
+        connection = kwargs.get("connection", args[0] if args else None)
+        # revision --autogenerate and current only read: no write lock for them.
+        reads_only = any(k in self.context_opts for k in ("revision_context", "dont_mutate"))
+        settings = None if reads_only else attributes.get("settings")
+        _transactional_sqlite(connection, kwargs, settings)
+        original(self, *args, **kwargs)
+        context = self.get_context()
+        if not context.as_sql:  # --sql: a mock connection, nothing runs on any database
+            refuse_another_database(attributes, context.connection)
+
+    configure.__wrapped__ = original  # type: ignore[attr-defined]
+    configure.__doc__ = original.__doc__
+    return configure
+
+
+def _transactional_sqlite(connection: Any, options: dict[str, Any], settings: Any) -> None:
+    """SQLite's DDL in the migration's transaction, for every ``env.py`` (not only ours): a
+    failed start leaves nothing behind. Alembic takes SQLite's DDL for non-transactional, and
+    ``env.py`` files rarely say otherwise; one that passes ``transactional_ddl`` is obeyed.
+    Another writer is waited for, within ``MIGRATE_LOCK_TIMEOUT``."""
+    if isinstance(connection, _Borrowed):
+        connection = connection._connection
+    if not isinstance(connection, Connection) or connection.dialect.name != "sqlite":
+        return
+    if isinstance(settings, MigrateSettings) and not connection.in_transaction():
+        migrates_after_writers(connection, settings.lock_timeout)
+    if "transactional_ddl" not in options and emits_begin(connection):
+        options["transactional_ddl"] = True
+
+
+if not hasattr(EnvironmentContext.configure, "__wrapped__"):
+    EnvironmentContext.configure = _checked_configure(EnvironmentContext.configure)  # type: ignore[method-assign]
 
 
 def _environment(settings: MigrateSettings, *args: Any, **kwargs: Any) -> EnvironmentContext:
