@@ -29,6 +29,7 @@ from .support import (
     stop,
     subprocess_env,
     table_names,
+    to_async,
     write_migrations,
 )
 
@@ -154,12 +155,17 @@ def test_cli_upgrade_blocked_by_a_lock_succeeds_on_a_later_attempt(
     assert current_revisions(database_url) == {"r2"}
 
 
-@pytest.mark.parametrize("backend", ["postgresql", "mariadb"], indirect=True)
+@pytest.mark.parametrize(
+    ("backend", "driver"),
+    [("postgresql", "sync"), ("postgresql", "async"), ("mariadb", "sync"), ("mariadb", "async")],
+    indirect=["backend"],
+)
 def test_spent_retries_fail_naming_revision_database_state_and_blocker(
-    project: Path, database_url: str, backend: str
+    project: Path, database_url: str, backend: str, driver: str
 ) -> None:
     project_at_r1(project, database_url, ALTERS["operation"])
-    settings = MigrateSettings(database_url=database_url, ddl_lock_timeout=1, ddl_lock_retries=1)
+    url = to_async(database_url) if driver == "async" else database_url
+    settings = MigrateSettings(database_url=url, ddl_lock_timeout=1, ddl_lock_retries=1)
     with Holder(database_url).holding() as holder, pytest.raises(MigrationFailed) as failed:
         migrate(settings)
     message = str(failed.value)

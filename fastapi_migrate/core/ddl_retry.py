@@ -25,10 +25,11 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
-from ..backends.base import Backend
+from ..backends.base import Backend, Blocker
 from ..backends.sessions import session_id_of
 from . import progress
 from .monitor import MigrationMonitor, describe
+from .settings import MigrateSettings
 
 FIRST_PAUSE = 1.0
 """Seconds before the second attempt; each later pause doubles, up to ``LONGEST_PAUSE``."""
@@ -53,6 +54,24 @@ def pause(attempt: int) -> float:
 
 def attempts_line(attempt: int, retries: int) -> str:
     return f"attempt {attempt} of {retries + 1}"
+
+
+def give_way(
+    running: str, settings: MigrateSettings, attempt: int, blockers: list[Blocker]
+) -> None:
+    """After the ``attempt``-th timeout of a revision that was rolled back: say so, and who
+    blocked it, then pause before the next attempt (the migration lock stays held)."""
+    wait = pause(attempt)
+    progress.log.warning(
+        "%s waited more than %gs for a table lock (MIGRATE_DDL_LOCK_TIMEOUT), %s; %s; rolled "
+        "back, nothing of it committed; trying again in %.1fs, still holding the migration lock",
+        running,
+        settings.ddl_lock_timeout,
+        attempts_line(attempt, settings.ddl_lock_retries),
+        describe(blockers),
+        wait,
+    )
+    time.sleep(wait)
 
 
 @contextmanager

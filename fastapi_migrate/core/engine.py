@@ -43,8 +43,7 @@ from ..glue.config import alembic_config, load_scripts
 from ..glue.heads import HeadsLookup, lookup_heads
 from ..glue.run import run_on_connection, run_upgrade, stamp
 from ..lint import Report, lint_pending
-from . import progress
-from .ddl_retry import attempts_line, is_lock_timeout, pause, retried_statements
+from .ddl_retry import give_way, is_lock_timeout, retried_statements
 from .errors import (
     LockLost,
     LockTimeout,
@@ -697,19 +696,7 @@ class Start:
                     if timed_out and self.db.backend.transactional_ddl:
                         applied[:] = self.committed(tree, script, applied)
                         if attempt <= s.ddl_lock_retries:
-                            wait = pause(attempt)
-                            progress.log.warning(
-                                "%s waited more than %gs for a table lock "
-                                "(MIGRATE_DDL_LOCK_TIMEOUT), %s; %s; rolled back, nothing of "
-                                "it committed; trying again in %.1fs, still holding the "
-                                "migration lock",
-                                running,
-                                s.ddl_lock_timeout,
-                                attempts_line(attempt, s.ddl_lock_retries),
-                                describe(blockers),
-                                wait,
-                            )
-                            time.sleep(wait)
+                            give_way(running, s, attempt, blockers)
                             attempt += 1
                             continue
                     if self.db.dialect_name == "sqlite" and is_locked(error):
