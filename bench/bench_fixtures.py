@@ -15,8 +15,12 @@ shared machine hits both alike. Two histories: ``tables`` (revision k creates ta
 schema grows with the revisions) and ``columns`` (ten tables, every later revision adds a
 column: the schema's size stays put), to show what a test database's cost follows.
 
+``--slope``: instead, the per-test cost of ``migrated_database_url`` as the slope between a
+suite of 10 tests and one of 40 (fixed costs, the first copy and the last reset, cancel out),
+against upgrade-per-test, at ``--sizes`` (200 by default there), history ``tables``.
+
 Run: ``python bench/bench_fixtures.py [--repeat 5] [--sizes 10,50,200]
-[--backends sqlite,postgresql,mariadb] [--shapes tables,columns]``.
+[--backends sqlite,postgresql,mariadb] [--shapes tables,columns] [--slope]``.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from sqlalchemy.orm import Session
 from bench._common import machine, median_ms, table, write_history
 from fastapi_migrate import MigrateSettings
 from fastapi_migrate.backends.drivers import sync_url
-from fastapi_migrate.testing.janitor import Janitor, database_server
+from fastapi_migrate.testing.janitor import Janitor, MigratedTemplate, database_server
 from fastapi_migrate.testing.rollback import WorkerDatabase
 from tests.support import MARIADB_SERVER, PG_SERVER, server_problem
 
@@ -189,16 +193,78 @@ def measure(backend: str, shape: str, size: int, repeat: int, work: Path) -> lis
     ]
 
 
+def slope(backend: str, size: int, repeat: int, work: Path) -> list[str]:
+    """Per test, as the slope between suites of 10 and 40 tests, against upgrade-per-test."""
+    root = work / f"slope-{backend}-{size}"
+    root.mkdir()
+    with contextlib.redirect_stdout(io.StringIO()):
+        location = write_history(root, size)
+    janitor = Janitor(database_server(SERVERS[backend], root / "databases"))
+    settings = MigrateSettings(database_url="sqlite://", script_location=str(location))
+    template = janitor.kept_template(settings, run="slope")
+    try:
+
+        def suite(count: int) -> float:
+            """Seconds for ``count`` tests in a row, as a fresh process's suite: new copies,
+            resets in the background, every drop and reset waited for at the end."""
+            suite_janitor = Janitor(janitor.server)
+            started = time.perf_counter()
+            try:
+                for _ in range(count):
+                    with MigratedTemplate(
+                        suite_janitor, template.name, template.url, None
+                    ).copy() as url:
+                        committed_write(url)
+                suite_janitor.reused_copies(template.name).settle()
+                suite_janitor.wait_for_drops()
+            finally:
+                suite_janitor.drop_all()
+            return time.perf_counter() - started
+
+        upgrade = naive(janitor, location)
+        upgrade()
+        suite(2)
+        slopes, upgrades = [], []
+        for _ in range(repeat):
+            slopes.append((suite(40) - suite(10)) / 30)
+            started = time.perf_counter()
+            upgrade()
+            upgrades.append(time.perf_counter() - started)
+    finally:
+        janitor.close()
+        janitor.server.drop(template.name)
+    up, per_test = median_ms(upgrades), median_ms(slopes)
+    return [backend, str(size), f"{up:.1f}", f"{per_test:.2f}", f"{up / per_test:.1f}x"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--sizes", default="10,50,200")
+    parser.add_argument("--sizes", default=None)
     parser.add_argument("--backends", default="sqlite,postgresql,mariadb")
     parser.add_argument("--shapes", default="tables,columns")
+    parser.add_argument("--slope", action="store_true")
     args = parser.parse_args()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("fastapi_migrate").setLevel(logging.WARNING)
     print(machine())
+    if args.slope:
+        slope_rows = []
+        with tempfile.TemporaryDirectory(prefix="bench-slope-") as tmp:
+            for backend in args.backends.split(","):
+                server = SERVERS[backend]
+                if server and server_problem(server):
+                    print(f"skipping {backend}: {server_problem(server)}")
+                    continue
+                for size in (int(s) for s in (args.sizes or "200").split(",")):
+                    slope_rows.append(slope(backend, size, args.repeat, Path(tmp)))
+                    print("  " + " | ".join(slope_rows[-1]), flush=True)
+        print()
+        headers = ["backend", "revisions", "upgrade head per test (ms)",
+                   "migrated_database_url per test, slope 10 to 40 (ms)", "ratio"]  # fmt: skip
+        print(table(headers, slope_rows))
+        return
+    args.sizes = args.sizes or "10,50,200"
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-fixtures-") as tmp:
         for backend in args.backends.split(","):

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, MetaData, pool
 
 from .backends import backend_for
 from .backends.drivers import is_async_url, parse_url
+from .backends.lease import LEASE_TABLE
 from .core.metadata import resolve_metadata
 from .core.settings import MigrateSettings, url_optional
 
@@ -54,7 +55,22 @@ def _options(settings: MigrateSettings, dialect: str, extra: dict[str, Any]) -> 
         **backend_for(dialect).environment_options,
     }
     options.update(extra)
+    options["include_object"] = _without_lease(options.get("include_object"))
     return options
+
+
+def _without_lease(include_object: Any) -> Any:
+    """Autogenerate never sees the lock's lease table (as Alembic never shows its version
+    table), whatever ``include_object`` the project passes on top."""
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if type_ == "table" and reflected and name == LEASE_TABLE:
+            return False
+        return include_object is None or bool(
+            include_object(obj, name, type_, reflected, compare_to)
+        )
+
+    return include
 
 
 def _run_on(connection: Connection, settings: MigrateSettings, extra: dict[str, Any]) -> None:

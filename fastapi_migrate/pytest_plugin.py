@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .core.lent import lend
 from .testing.server_choice import (
     SERVER_URL_VARIABLE,
     server_url,
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 
 _previous_url = pytest.StashKey[str | None]()
 _run = pytest.StashKey[str]()
+_failed = pytest.StashKey[bool]()
+_kept = pytest.StashKey[list[tuple[str, str]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,6 +62,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="migrate the template again even if one kept from an earlier run matches the "
         "migrations (for what the key cannot see: env.py reading the environment...)",
     )
+    group.addoption(
+        "--migrate-keep-failed",
+        action="store_true",
+        default=False,
+        help="keep the database of a failed test that used migrated_database_url (or "
+        "migrated_engine) as the test left it, and print its URL; drop it by hand",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,6 +77,24 @@ def pytest_configure(config: pytest.Config) -> None:
     worker_input = getattr(config, "workerinput", None)
     config.stash[_run] = worker_input["testrunuid"] if worker_input else uuid.uuid4().hex
     set_server_url(config.getoption("migrate_db_url", None))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Remember a failed setup or call: ``--migrate-keep-failed`` keeps that test's database."""
+    report = yield
+    if report.failed and report.when in ("setup", "call"):
+        item.stash[_failed] = True
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    kept = config.stash.get(_kept, [])
+    if not kept:
+        return
+    terminalreporter.section("fastapi-migrate: databases of failed tests, kept")
+    for nodeid, url in kept:
+        terminalreporter.line(f"{nodeid}: {url}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -113,7 +141,11 @@ def migrated_template(
     failure: str | None = None
     try:
         server = database_server(server_url(), Path(folder))
-        janitor = Janitor(server, worker=os.environ.get("PYTEST_XDIST_WORKER", "main"))
+        janitor = Janitor(
+            server,
+            worker=os.environ.get("PYTEST_XDIST_WORKER", "main"),
+            kept_list=Path(folder) / "kept-databases.txt",
+        )
         template = janitor.kept_template(
             migrate_settings,
             run=pytestconfig.stash[_run],
@@ -142,11 +174,33 @@ def _close_quietly(janitor: Janitor) -> None:
 
 
 @pytest.fixture
-def migrated_database_url(migrated_template: MigratedTemplate) -> Iterator[str]:
+def migrated_database_url(
+    request: pytest.FixtureRequest, migrated_template: MigratedTemplate
+) -> Iterator[str]:
     """The URL of a database at head in a fresh copy's state, this test's alone; after the test
     it is reset for a later one where the server can prove it (PostgreSQL, MariaDB), else
-    dropped."""
-    with migrated_template.copy() as url:
+    dropped; with ``--migrate-keep-failed``, kept as a failed test left it."""
+    keeping = bool(request.config.getoption("migrate_keep_failed", False))
+
+    def failed() -> bool:  # asked after the test: its report is in by then
+        return bool(request.node.stash.get(_failed, False))
+
+    with migrated_template.copy(keep=failed if keeping else None) as url, lend(url):
+        yield url
+        if keeping and failed():
+            from .core.redaction import mask_url
+
+            kept = request.config.stash.setdefault(_kept, [])
+            kept.append((request.node.nodeid, mask_url(url)))
+
+
+@pytest.fixture(scope="session")
+def migrated_session_database_url(migrated_template: MigratedTemplate) -> Iterator[str]:
+    """The URL of a database at head shared by the whole session (this xdist worker's), for
+    suites whose own fixtures are session- or module-scoped (a ``db`` fixture that seeds once,
+    a module-wide ``TestClient``); what tests commit stays until the session ends. Lent to the
+    app's lifespan for the session, as the function-scoped fixtures are for their test."""
+    with migrated_template.copy() as url, lend(url):
         yield url
 
 
@@ -184,16 +238,32 @@ def migrated_connection(migrated_worker_database: WorkerDatabase) -> Iterator[Co
     their commits become savepoints. A test whose writes escape the transaction (it commits the
     connection itself; DDL on MySQL/MariaDB) makes the next test get a fresh copy.
     """
-    with migrated_worker_database.connection() as connection:
+    with migrated_worker_database.connection() as connection, lend(migrated_worker_database.url):
         yield connection
+
+
+async def _async_connection(
+    migrated_worker_database: WorkerDatabase,
+) -> AsyncGenerator[AsyncConnection, None]:
+    """The connection of ``migrated_async_connection``, lent to the app while the test runs."""
+    async with migrated_worker_database.async_connection() as connection:
+        with lend(migrated_worker_database.url):
+            yield connection
 
 
 @pytest.fixture
-async def migrated_async_connection(
-    migrated_worker_database: WorkerDatabase,
-) -> AsyncIterator[AsyncConnection]:
-    """``migrated_connection`` for asyncio drivers (an ``AsyncConnection``); needs an async
-    test runner (``@pytest.mark.anyio``, or pytest-asyncio) and an asyncio driver in the test
-    server's URL (``sqlite+aiosqlite://``, ``postgresql+asyncpg://...``)."""
-    async with migrated_worker_database.async_connection() as connection:
-        yield connection
+def migrated_async_connection(
+    request: pytest.FixtureRequest, migrated_worker_database: WorkerDatabase
+) -> Iterator[AsyncConnection]:
+    """``migrated_connection`` for asyncio drivers (an ``AsyncConnection``), opened on the event
+    loop the test runs on: anyio's (``@pytest.mark.anyio``) or pytest-asyncio's (strict or auto
+    mode), both installed or either; needs an asyncio driver in the test server's URL
+    (``sqlite+aiosqlite://``, ``postgresql+asyncpg://...``, ``mysql+aiomysql://...``).
+
+    A plain fixture that drives the async one itself, so that neither plugin claims it for a
+    loop of its own."""
+    from .testing.event_loops import on_the_tests_loop
+
+    yield from on_the_tests_loop(
+        _async_connection, request, migrated_worker_database=migrated_worker_database
+    )

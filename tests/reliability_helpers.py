@@ -226,7 +226,11 @@ def spawn_uvicorn(name: str, cwd: Path, env: dict[str, str], logs: Path, workers
 
 
 def project_env(url: str, **extra: str) -> dict[str, str]:
-    """Environment for a child in the project folder: its URL, fm_pause importable."""
+    """Environment for a child in the project folder: its URL, fm_pause importable, and the
+    round's MIGRATE_LOCK (``use_lock``) unless given."""
+    lock = os.environ.get("FM_TEST_LOCK")
+    if lock and "MIGRATE_LOCK" not in extra:
+        extra = {"MIGRATE_LOCK": lock, **extra}
     env = subprocess_env(DATABASE_URL=url, PYTHONDONTWRITEBYTECODE="1", **extra)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path.cwd()), env.get("PYTHONPATH")) if p)
     return env
@@ -339,8 +343,27 @@ def heavy(config: pytest.Config) -> bool:
 
 
 def rounds(config: pytest.Config, default: int, full: int) -> int:
-    """``full`` rounds with ``--heavy`` (or FM_HEAVY=1), else ``default`` (the CI run)."""
-    return full if heavy(config) else default
+    """``full`` rounds with ``--heavy`` (or FM_HEAVY=1; FM_HEAVY_ROUNDS=N for fewer while
+    developing), else ``default`` (the CI run)."""
+    if not heavy(config):
+        return default
+    return int(os.environ.get("FM_HEAVY_ROUNDS") or full)
+
+
+LOCKS = pytest.mark.parametrize("lock", ["session", pytest.param("lease", marks=pytest.mark.heavy)])
+"""Each reliability scenario with the default MIGRATE_LOCK=true (the session lock on these
+servers) and, in the heavy run, MIGRATE_LOCK=lease."""
+
+
+def use_lock(lock: str, backend: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Make ``project_env`` give children MIGRATE_LOCK=lease for a ``lease`` round (SQLite
+    has its file lock only: skipped); the label for the results table."""
+    if lock == "session":
+        return backend
+    if backend == "sqlite":
+        pytest.skip("SQLite's lock is a file lock, whatever MIGRATE_LOCK says")
+    monkeypatch.setenv("FM_TEST_LOCK", "lease")
+    return f"{backend}, MIGRATE_LOCK=lease"
 
 
 def record(

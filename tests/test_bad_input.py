@@ -9,6 +9,7 @@ message, the exit code and that nothing was touched.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +24,20 @@ from fastapi_migrate import ConfigurationError, MigrateSettings, migrate, migrat
 from fastapi_migrate.backends.drivers import missing_driver_hint
 
 from .cli_helpers import cli, fails
+from .conftest import require_backend
+from .fault_helpers import (
+    attempts_reported,
+    fill,
+    silent_connections,
+    silent_server,
+    small_filesystem,
+    uvicorn_start_fails,
+)
 from .support import (
     add_revision,
     current_revisions,
     execute,
+    fresh_database,
     start_uvicorn,
     stop,
     subprocess_env,
@@ -426,3 +437,141 @@ def test_wrong_password_exits_1_at_once_and_touches_nothing(
         assert table_names(database_url) == set()
     finally:
         execute(database_url, f"DROP USER '{user}'@'%%'")
+
+
+# -- issue 22, points 9-10b: local faults, through the CLI and through uvicorn -----------------
+# Each row fails at once with one line naming the cause, and leaves nothing behind: no retry of
+# what waiting cannot fix, no empty database file, no half-written backup under a real name.
+
+
+@dataclass
+class Fault:
+    """``arrange(project, tmp_path, url)`` sets the fault up and returns the environment;
+    ``left(project, tmp_path)`` lists what must not be there afterwards."""
+
+    backend: str
+    code: int
+    words: tuple[str, ...]
+    arrange: Callable[[Path, Path, str], dict[str, str]]
+    left: Callable[[Path, Path], list[Path]] = lambda _project, _tmp: []
+    check: Callable[[str], object] = lambda _line: None
+
+
+def _tls_file_unreadable(project: Path, tmp_path: Path, url: str) -> dict[str, str]:
+    write_migrations(project, 1)
+    # A directory where PyMySQL expects a CA file: a local file error (as an unreadable key).
+    unreadable = sa.make_url(url).update_query_dict({"ssl_ca": str(tmp_path)})
+    return subprocess_env(
+        DATABASE_URL=unreadable.render_as_string(hide_password=False),
+        MIGRATE_CONNECT_TIMEOUT="60",
+    )
+
+
+def _tls_refused(project: Path, _tmp: Path, url: str) -> dict[str, str]:
+    write_migrations(project, 1)
+    return subprocess_env(DATABASE_URL=f"{url}?sslmode=require", MIGRATE_CONNECT_TIMEOUT="60")
+
+
+def _no_migrations_folder(project: Path, _tmp: Path, _url: str) -> dict[str, str]:
+    return subprocess_env(DATABASE_URL="sqlite:///app.db")
+
+
+def _full_backup_dir(project: Path, tmp_path: Path, _url: str) -> dict[str, str]:
+    location = write_migrations(project, 1)
+    database = project / "app.db"
+    migrate(MigrateSettings(database_url=f"sqlite:///{database}"))
+    execute(f"sqlite:///{database}", "INSERT INTO t1 (id, name) VALUES (1, 'kept')")
+    add_revision(location, "r2", "r1", table="t2")
+    backups = tmp_path / "full"
+    fill(backups)
+    return subprocess_env(DATABASE_URL="sqlite:///app.db", MIGRATE_BACKUP_DIR=str(backups))
+
+
+def _full_disk(project: Path, tmp_path: Path, _url: str) -> dict[str, str]:
+    location = write_migrations(project, 1)
+    database = tmp_path / "full" / "app.db"
+    migrate(MigrateSettings(database_url=f"sqlite:///{database}"))
+    add_revision(location, "r2", "r1", table="t2")
+    fill(database.parent)
+    return subprocess_env(DATABASE_URL=f"sqlite:///{database}")
+
+
+def _frozen_server(project: Path, _tmp: Path, _url: str) -> dict[str, str]:
+    write_migrations(project, 1)
+    return subprocess_env(
+        DATABASE_URL=f"postgresql+psycopg://app@127.0.0.1:{silent_server().port}/x",
+        MIGRATE_CONNECT_TIMEOUT="5",
+    )
+
+
+def _spent_once(line: str) -> None:
+    # Each connection the server accepted waited for the timeout: every one of them must be
+    # an attempt the line counts against MIGRATE_CONNECT_TIMEOUT (none made before it began).
+    assert silent_connections() == attempts_reported(line), line
+
+
+FAULTS = {
+    "tls-file-the-driver-cannot-read": Fault(
+        "mariadb", 1, ("cannot connect to", "(1 attempt in", "Is a directory"), _tls_file_unreadable
+    ),
+    "tls-required-by-a-server-without-it": Fault(
+        "postgresql",
+        1,
+        ("cannot connect to", "(1 attempt in", "does not support SSL"),
+        _tls_refused,
+    ),
+    "no-migrations-folder": Fault(
+        "sqlite",
+        2,
+        ("migration scripts", "fastapi-migrate init"),
+        _no_migrations_folder,
+        left=lambda project, _tmp: [project / "app.db"],
+    ),
+    "full-backup-dir": Fault(
+        "sqlite",
+        2,
+        ("MIGRATE_BACKUP_DIR: could not back up", "nothing was migrated"),
+        _full_backup_dir,
+        left=lambda _project, tmp: [p for p in (tmp / "full").iterdir() if p.name != "filler"],
+    ),
+    "server-that-accepts-and-never-answers": Fault(
+        "sqlite",  # no server needed: the port is this process's own
+        1,
+        ("cannot connect to", "MIGRATE_CONNECT_TIMEOUT=5"),
+        _frozen_server,
+        check=_spent_once,
+    ),
+    "full-disk-under-the-lock-file": Fault(
+        "sqlite",
+        1,
+        ("app.db.migrate-lock", "No space left on device"),
+        _full_disk,
+    ),
+}
+
+
+@pytest.mark.parametrize("how", ["cli", "uvicorn"])
+@pytest.mark.parametrize("case", list(FAULTS))
+def test_a_local_fault_is_one_clear_error_at_once(
+    project: Path, tmp_path: Path, case: str, how: str
+) -> None:
+    fault = FAULTS[case]
+    with contextlib.ExitStack() as stack:
+        if fault.backend != "sqlite":
+            require_backend(fault.backend)
+            url = stack.enter_context(fresh_database(fault.backend, tmp_path))
+        else:
+            url = ""
+            if case.startswith("full-"):
+                stack.enter_context(small_filesystem(tmp_path / "full"))
+        env = fault.arrange(project, tmp_path, url)
+        if how == "cli":
+            line = fails(cli(project, "upgrade", env=env), fault.code, *fault.words)
+            assert line.startswith("fastapi-migrate: error: "), line
+        else:
+            output = uvicorn_start_fails(project, env)
+            [line] = [x for x in output.splitlines() if "the app will not start" in x]
+            for word in fault.words:
+                assert word in line, output
+        fault.check(line)
+        assert [p for p in fault.left(project, tmp_path) if p.exists()] == []

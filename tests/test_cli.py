@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from .cli_helpers import cli, ok
+from .progress_helpers import summary_line
 from .support import current_revisions, subprocess_env, table_names, to_async, write_migrations
 
 
@@ -33,7 +34,8 @@ def test_release_job_commands(project: Path, database_url: str, driver: str) -> 
     unchanged(set(), set())
 
     out = ok(cli(project, "upgrade", "r2", env=env)).stdout
-    assert out.startswith("migration upgraded: from base to r2, applied 2 [r1,r2] in "), out
+    summary = summary_line(out)
+    assert summary.startswith("migration upgraded: from base to r2, applied 2 [r1,r2] in "), out
     unchanged({"alembic_version", "t1", "t2"}, {"r2"})
 
     result = cli(project, "check", env=env)
@@ -46,7 +48,7 @@ def test_release_job_commands(project: Path, database_url: str, driver: str) -> 
     unchanged({"alembic_version", "t1", "t2"}, {"r2"})
 
     out = ok(cli(project, "upgrade", env=env)).stdout
-    assert out.startswith("migration upgraded: from r2 to r3, applied 1 [r3]"), out
+    assert summary_line(out).startswith("migration upgraded: from r2 to r3, applied 1 [r3]"), out
     assert ok(cli(project, "check", env=env)).stdout.startswith("ok: the database is at head (r3)")
     assert ok(cli(project, "current", env=env)).stdout.strip() == "r3 (head)"
 
@@ -106,6 +108,6 @@ def test_check_compares_models_and_autogenerate_fixes_them(
     assert current_revisions(database_url) == {"r2"}  # autogenerate only reads
 
     out = ok(cli(project, "upgrade", env=env)).stdout
-    assert out.startswith("migration upgraded: from r2 to r3, applied 1 [r3]"), out
+    assert summary_line(out).startswith("migration upgraded: from r2 to r3, applied 1 [r3]"), out
     out = ok(cli(project, "check", env=env)).stdout
     assert out.strip() == "ok: the database is at head (r3); the models match it (2 tables)"

@@ -16,6 +16,7 @@ from fastapi_migrate.core.lock import migration_lock
 from fastapi_migrate.glue.schema_diff import schema_differences
 
 from .cli_helpers import MODULE, cli, console_script, fails, ok
+from .progress_helpers import summary_line
 from .support import (
     TEMPLATES,
     add_revision,
@@ -107,7 +108,7 @@ def test_upgrade_refuses_what_a_starting_app_refuses(project: Path, tmp_path: Pa
     fails(cli(project, "upgrade", env=env), 1, "several heads (r2, r2b)")
     ok(cli(project, "revision", "--merge", "-m", "merge", "--rev-id", "m1", env=env))
     out = ok(cli(project, "upgrade", env=env)).stdout
-    assert out.startswith("migration upgraded: from base to m1, applied 4 ["), out
+    assert summary_line(out).startswith("migration upgraded: from base to m1, applied 4 ["), out
     fails(cli(project, "downgrade", "nope", env=env), 1, "nope")
 
     add_revision(location, "r4", "m1", upgrade="op.execute('SELECT * FROM no_such_table')")
@@ -119,7 +120,7 @@ def test_upgrade_refuses_what_a_starting_app_refuses(project: Path, tmp_path: Pa
     env = subprocess_env(DATABASE_URL=legacy)
     fails(cli(project, "upgrade", "m1", env=env), 1, "no version table", "MIGRATE_BASELINE")
     out = ok(cli(project, "upgrade", "m1", env={**env, "MIGRATE_BASELINE": "r1"})).stdout
-    assert out.startswith("migration adopted: from base to m1"), out
+    assert summary_line(out).startswith("migration adopted: from base to m1"), out
 
     execute(legacy, "UPDATE alembic_version SET version_num = 'r9'")
     fails(cli(project, "upgrade", env=env), 1, "revision r9", "do not know")

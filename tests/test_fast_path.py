@@ -144,6 +144,25 @@ def test_a_noop_restart_executes_no_revision_file(
     assert current_revisions(url) == {"r3"}
 
 
+def test_an_empty_history_restarts_on_the_fast_path(
+    url: str, project: Path, executed: Path, debug_log: pytest.LogCaptureFixture
+) -> None:
+    location = migrations(project, 0)  # a new project: no revision yet
+    age(location)
+    start(url, location)  # the first start writes the (empty) version table
+    heads_source(debug_log)
+
+    assert start(url, location).action == "noop"
+    assert heads_source(debug_log) in ("cache", "text")
+    assert start(url, location).action == "noop"
+    assert heads_source(debug_log) == "cache"
+
+    revision(location, "r1", None, table="t1")  # the first revision is seen, and applied
+    assert start(url, location).applied == ["r1"]
+    assert ran(executed) == ["r1"]
+    assert current_revisions(url) == {"r1"}
+
+
 def test_a_noop_restart_on_mariadb_reads_the_version_on_a_bare_connection(
     project: Path, tmp_path: Path, executed: Path, debug_log: pytest.LogCaptureFixture
 ) -> None:

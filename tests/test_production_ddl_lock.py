@@ -64,7 +64,7 @@ def test_revision_waiting_for_a_lock_fails_named_then_applies_later(
     url = to_async(database_url) if driver == "async" else database_url
     migrate(MigrateSettings(database_url=url))
     add_revision(location, "r2", "r1", upgrade=ALTER)
-    settings = MigrateSettings(database_url=url, ddl_lock_timeout=0.5)
+    settings = MigrateSettings(database_url=url, ddl_lock_timeout=0.5, ddl_lock_retries=0)
 
     with reader_in_a_long_transaction(database_url), pytest.raises(MigrationFailed) as failed:
         migrate(settings)

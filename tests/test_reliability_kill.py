@@ -28,6 +28,7 @@ import pytest
 
 from .conftest import require_backend
 from .reliability_helpers import (
+    LOCKS,
     POINTS,
     Proc,
     check_harness,
@@ -40,6 +41,7 @@ from .reliability_helpers import (
     rows,
     spawn_cli,
     spawn_uvicorn,
+    use_lock,
     wait_for,
     wait_paused,
     write_project,
@@ -144,12 +146,20 @@ def half_applied_error(output: str, i: int) -> list[str]:
     return problems
 
 
+@LOCKS
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"], indirect=True)
 def test_kill_9_then_start_again(
-    project: Path, database_url: str, backend: str, point: str, request: pytest.FixtureRequest
+    project: Path,
+    database_url: str,
+    backend: str,
+    point: str,
+    lock: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     require_backend(backend)
+    label = use_lock(lock, backend, monkeypatch)
     total = rounds(request.config, default=1, full=20)
     location = write_project(project)
     write_revision(location, "start", None, ITEMS)
@@ -164,13 +174,16 @@ def test_kill_9_then_start_again(
     failures: list[str] = []
     harness: list[str] = []
     lost = human_steps = ran = 0
+    takeovers: list[float] = []
     head = "start"
     for i in range(1, total + 1):
         write_revision(location, f"a{i}", head, revision_a(i))
         write_revision(location, f"b{i}", f"a{i}", revision_b(i))
         head = f"b{i}"
         try:
-            failures += kill_round(project, database_url, backend, point, i, head, expected)
+            failures += kill_round(
+                project, database_url, backend, point, i, head, expected, takeovers
+            )
         except HarnessError as error:
             # The round proves nothing either way; the next ones would start from its leftovers.
             harness.append(f"round {i}: {error}")
@@ -182,7 +195,12 @@ def test_kill_9_then_start_again(
         lost += len(set(expected) - set(kept))
 
     note = f"{human_steps} human step(s) as the error said" if human_steps else ""
-    record(f"kill -9: {point}", backend, ran, len(failures), lost, note, len(harness))
+    numbers = {}
+    if takeovers and lock == "lease":  # the next start waits for the killed holder's lease
+        numbers = {"takeover_max_seconds": round(max(takeovers), 1)}
+        done = f"next start done {min(takeovers):.1f}-{max(takeovers):.1f}s after the kill"
+        note = f"{note}; {done}" if note else done
+    record(f"kill -9: {point}", label, ran, len(failures), lost, note, len(harness), **numbers)
     conclude(failures, harness)
 
 
@@ -194,13 +212,18 @@ def kill_round(
     i: int,
     head: str,
     expected: list[tuple[int, str]],
+    takeovers: list[float],
 ) -> list[str]:
-    """Round ``i``: kill at ``point``, start again; what went wrong with the migration."""
+    """Round ``i``: kill at ``point``, start again; what went wrong with the migration.
+    ``takeovers``: how long each next start took after a kill of the lock's holder."""
     failures: list[str] = []
     step = Round(project, database_url, backend, i, point)
     step.kill_at(point)
 
+    killed = time.monotonic()
     code, output = step.start_again(f"again-{i}")
+    if point in ("before_ddl", "mid_ddl", "between_revisions"):
+        takeovers.append(time.monotonic() - killed)
     if backend == "mariadb" and point == "mid_ddl":
         # The one case that needs a human: do what the message says, start again.
         failures += [f"round {i}: {p}" for p in half_applied_error(output, i) if code == 1]

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from .reliability_helpers import (
+    LOCKS,
     Proc,
     conclude,
     project_env,
@@ -29,6 +30,7 @@ from .reliability_helpers import (
     spawn_cli,
     spawn_uvicorn,
     summaries,
+    use_lock,
     wait_for,
     write_project,
     write_revision,
@@ -119,9 +121,16 @@ def run_round(project: Path, env: dict[str, str], logs: Path) -> tuple[float, li
     return wall, lines, "\n".join(problems), "\n".join(harness)
 
 
+@LOCKS
 def test_stampede_applies_every_revision_exactly_once(
-    project: Path, database_url: str, backend: str, request: pytest.FixtureRequest
+    project: Path,
+    database_url: str,
+    backend: str,
+    lock: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    label = use_lock(lock, backend, monkeypatch)
     total = rounds(request.config, default=2, full=20)
     location = write_project(project)
     write_revision(location, name(1), None, CREATE_LOG + log_row(name(1)))
@@ -176,7 +185,7 @@ def test_stampede_applies_every_revision_exactly_once(
     mean = sum(walls) / len(walls) if walls else 0.0
     record(
         "stampede: 16 processes (6 CLI, 9 uvicorn, 1 uvicorn --workers 4) per round",
-        backend,
+        label,
         len(walls),
         len(failures),
         lost,

@@ -17,7 +17,14 @@ from fastapi_migrate.testing import (
 from fastapi_migrate.testing.janitor import database_server
 
 from .conftest import require_backend
-from .support import PG_SERVER, add_revision, current_revisions, table_names, write_migrations
+from .support import (
+    PG_SERVER,
+    add_revision,
+    current_revisions,
+    fresh_database,
+    table_names,
+    write_migrations,
+)
 
 
 def models(*tables: str, extra_column: str | None = None) -> sa.MetaData:
@@ -75,6 +82,21 @@ def test_models_matching_the_migrations_pass(project: Path, database_url: str) -
     write_migrations(project, 3)
     assert_models_match_migrations(models("t1", "t2", "t3"), url=database_url)
     assert current_revisions(database_url) == {"r3"}
+
+
+def test_models_are_compared_at_every_head_of_a_branched_history(
+    project: Path, database_url: str, backend: str, tmp_path: Path
+) -> None:
+    location = write_migrations(project, 1)
+    add_revision(location, "a2", "r1", table="a2")
+    add_revision(location, "b2", "r1", table="b2")
+
+    assert_models_match_migrations(models("t1", "a2", "b2"), url=database_url)
+
+    assert current_revisions(database_url) == {"a2", "b2"}
+    missing = "table b2: in the database, not in the models"
+    with fresh_database(backend, tmp_path) as other, pytest.raises(AssertionError, match=missing):
+        assert_models_match_migrations(models("t1", "a2"), url=other)
 
 
 def test_models_that_differ_list_every_difference(project: Path, database_url: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import Backend
+from .cockroachdb import CockroachDB
 from .mysql import MySQL
 from .postgresql import PostgreSQL
 from .sqlite import SQLite
@@ -12,6 +13,8 @@ _BACKENDS: dict[str, Backend] = {
     "mysql": MySQL("mysql"),
     "mariadb": MySQL("mariadb"),
     "sqlite": SQLite("sqlite"),
+    # sqlalchemy-cockroachdb's dialect; known by name even where it is not installed.
+    "cockroachdb": CockroachDB("cockroachdb"),
 }
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.engine import URL
 
 from ..core.errors import ConfigurationError
 from ..core.redaction import mask_url
+from ..core.retry import heals_by_waiting
 from .drivers import sync_url
 
 T = TypeVar("T")
@@ -70,6 +71,29 @@ class SessionLock(ABC):
     def close(self) -> None:  # noqa: B027 - optional
         """Free what the lock opened, taken or not."""
 
+    def not_held(self) -> str:
+        """Why the migration stops when ``still_held`` said no."""
+        return "the database no longer shows it held by this process"
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A session that held up a migration's statement: who it is, never what it ran."""
+
+    pid: int
+    application: str  # PostgreSQL's application_name; MySQL/MariaDB: user@host
+    state: str
+    transaction_seconds: float | None  # how long its transaction has been open
+
+    def describe(self) -> str:
+        open_for = (
+            "no transaction open"
+            if self.transaction_seconds is None
+            else f"transaction open {self.transaction_seconds:.1f}s"
+        )
+        who = f"application {self.application or '?'}, state {self.state or '?'}"
+        return f"pid {self.pid} ({who}, {open_for})"
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -92,12 +116,31 @@ class Backend:
     """Whether the lock lives on a server session (else: a file, no connection)."""
     connect_errors_are_permanent = False
     """Whether a failed connection is final (no server that may come up later)."""
+    transient_messages: ClassVar[tuple[str, ...]] = (
+        "connection refused",
+        "connection reset",
+        "timed out",
+        "timeout expired",
+        "no answer within",
+        "too many connections",
+        "too many clients",
+        "name or service not known",
+        "temporary failure in name resolution",
+        "nodename nor servname",
+        "network is unreachable",
+        "no route to host",
+        "broken pipe",
+    )
+    """Lower-case parts of a driver's message for a failed connection that waiting may fix."""
     connecting_is_cheap = False
     """Whether a new connection costs next to nothing (a file), so none is worth pooling."""
     max_identifier_length: int | None = None
     """The longest table or schema name the database takes (None: no limit that matters)."""
     environment_options: ClassVar[dict[str, Any]] = {}
     """What the ``env.py`` helper passes to ``context.configure`` on this database."""
+    clock_sql: ClassVar[str | None] = None
+    """SQL for the database's clock in seconds since the epoch, for the lease's expiry; None:
+    no lease on this database."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -116,6 +159,24 @@ class Backend:
         def _keepalive_socket(dbapi_connection: Any, _record: Any) -> None:
             self.connected(dbapi_connection)
 
+    def connect_error_heals(self, error: BaseException) -> bool:
+        """Whether another connection attempt may succeed where this one failed: a server down,
+        restarting, full or not yet resolvable. Anything else fails at once (a password, a
+        missing database, a file the driver cannot read, TLS), however long the timeout."""
+        if self.connect_errors_are_permanent:
+            return False
+        original = getattr(error, "orig", None) or error  # a DBAPIError: the driver's own
+        by_os = heals_by_waiting(original)
+        if by_os is not None:
+            return by_os
+        return self.driver_error_heals(original)
+
+    def driver_error_heals(self, error: BaseException) -> bool:
+        """``connect_error_heals`` for a driver's own exception (not an ``OSError``): by its
+        message, a whitelist (an error nobody listed is not waited for)."""
+        text = str(error).lower()
+        return any(marker in text for marker in self.transient_messages)
+
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str
     ) -> SessionLock | None:
@@ -126,9 +187,22 @@ class Backend:
             "if only one process ever migrates this database"
         )
 
+    def session_lock_doubt(self, session: Session | None, url: URL, variable: str) -> str | None:
+        """Why the session lock cannot be trusted on this connection (with ``MIGRATE_LOCK=true``
+        the lease is taken instead), or None when it can."""
+        return None
+
     def lock_timeout_statement(self, seconds: float) -> str | None:
         """The session statement that bounds a DDL statement's wait for a table lock."""
         return None
+
+    session_id_statement: ClassVar[str | None] = None
+    """The query that gives a session's id, as ``lock_blockers`` takes it (None: no such id)."""
+
+    def lock_blockers(self, connection: Connection, session_id: int) -> list[Blocker]:
+        """The sessions that the session ``session_id`` waits for, read from ``connection`` (another
+        session) while it waits; [] where the database cannot tell."""
+        return []
 
     def keep_alive_statements(self) -> list[str]:
         """Session statements that stop the server from closing a migration's or the lock's

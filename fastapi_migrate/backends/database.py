@@ -40,15 +40,6 @@ _CONNECT_TIMEOUT_ARGS = {
 }
 # Drivers that take ``autocommit`` when connecting (and otherwise turn it off there).
 _AUTOCOMMIT_ON_CONNECT = ("pymysql", "mysqldb")
-# Messages that no amount of retrying will fix.
-_PERMANENT = (
-    "password authentication failed",
-    "access denied",
-    "authentication failed",
-    "does not exist",
-    "unknown database",
-    "unable to open database file",
-)
 
 
 class Database:
@@ -84,6 +75,12 @@ class Database:
                     self.url, poolclass=pool.NullPool, pool_reset_on_return=None
                 )
         except exc.NoSuchModuleError:
+            if self.url.get_backend_name() == "cockroachdb":
+                raise ConfigurationError(
+                    f"{variable}: the CockroachDB dialect is not installed for "
+                    f"{mask_url(self.url)}: pip install sqlalchemy-cockroachdb (the migration "
+                    "lock there is a lease in a table, chosen by itself)"
+                ) from None
             raise ConfigurationError(
                 f"{variable}: unknown database driver {self.url.drivername!r} in "
                 f"{mask_url(self.url)}"
@@ -168,12 +165,22 @@ class Database:
         finally:
             connection.close()
 
-    def wait_until_reachable(self, timeout: float) -> None:
-        """Connect, retrying with backoff for ``timeout`` seconds, else ``DatabaseUnavailable``."""
-        started = time.monotonic()
+    def wait_until_reachable(
+        self, timeout: float, *, since: float | None = None, failed: BaseException | None = None
+    ) -> None:
+        """Connect, retrying with backoff for ``timeout`` seconds, else ``DatabaseUnavailable``;
+        at once for an error that waiting cannot fix. ``failed``: the error of an attempt made
+        at ``since`` (the fast no-op check's), counted as the first: the timeout is spent once,
+        not once by that attempt and again here."""
+        started = since if since is not None else time.monotonic()
         deadline = started + timeout
         attempts = [0]
         last = [""]
+
+        def judge(error: BaseException) -> None:
+            last[0] = self.redact(_reason(error))
+            if not self.backend.connect_error_heals(error):
+                raise unavailable() from None  # waiting would not fix it: say so now
 
         def attempt() -> bool | None:
             attempts[0] += 1
@@ -190,11 +197,7 @@ class Database:
                     "encoding for some of their characters); change them, or the driver"
                 ) from None
             except (exc.DBAPIError, OSError) as error:
-                last[0] = self.redact(_reason(error))
-                if self.backend.connect_errors_are_permanent or any(
-                    marker in last[0].lower() for marker in _PERMANENT
-                ):
-                    raise unavailable() from None
+                judge(error)
                 return None
             finally:
                 self._attempt_timeout = None
@@ -207,7 +210,12 @@ class Database:
                 f"{last[0]}"
             )
 
-        poll(attempt, timeout, unavailable, cap=CONNECT_CAP)
+        if failed is not None:
+            attempts[0] = 1
+            judge(failed)
+            if time.monotonic() >= deadline:
+                raise unavailable()
+        poll(attempt, deadline - time.monotonic(), unavailable, cap=CONNECT_CAP)
 
     def connect_bound(self) -> float | None:
         """Seconds one connection attempt may take: the probe's share of the deadline, else

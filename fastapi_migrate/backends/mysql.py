@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, exc, pool, text
+from sqlalchemy import Connection, Engine, create_engine, exc, pool, text
 from sqlalchemy.engine import URL
 
 from ..core.errors import ConfigurationError
@@ -27,6 +27,7 @@ from . import mysql_reset as reset
 from .base import (
     PREFIX,
     Backend,
+    Blocker,
     DatabaseServer,
     Failure,
     ServerWithAdmin,
@@ -87,6 +88,28 @@ class NamedLock(SessionLock):
         return f"; held by connection {row[0]} ({row[1]}@{row[2]}, busy {row[3]}s)"
 
 
+# Client and server error numbers of a failed connection that waiting may fix.
+_TRANSIENT_CONNECT = {
+    1040,  # ER_CON_COUNT_ERROR: too many connections
+    1053,  # ER_SERVER_SHUTDOWN
+    1203,  # ER_TOO_MANY_USER_CONNECTIONS
+    2002,  # CR_CONNECTION_ERROR: the local socket is not there (yet)
+    2003,  # CR_CONN_HOST_ERROR: refused, timed out, no such host (yet)
+    2005,  # CR_UNKNOWN_HOST
+    2006,  # CR_SERVER_GONE_ERROR
+    2013,  # CR_SERVER_LOST
+}
+# Without performance_schema or the metadata_lock_info plugin the server does not say who holds
+# a table's metadata lock: these are the sessions of this database with a transaction open,
+# which is what holds one (identity and state, never query text).
+_OPEN_TRANSACTIONS = text(
+    "SELECT p.ID, p.USER, p.HOST, p.COMMAND, TIMESTAMPDIFF(SECOND, t.trx_started, NOW()) "
+    "FROM information_schema.INNODB_TRX t "
+    "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+    "WHERE p.ID <> :pid AND p.DB = DATABASE() ORDER BY p.ID"
+)
+
+
 class MySQL(Backend):
     transactional_ddl = False  # every DDL statement commits by itself
     max_identifier_length = 64
@@ -107,17 +130,35 @@ class MySQL(Backend):
                 "e.g. ?charset=utf8mb4"
             )
 
+    def driver_error_heals(self, error: BaseException) -> bool:
+        number = _mysql_error_number(error)
+        if number is not None:
+            return number in _TRANSIENT_CONNECT
+        return super().driver_error_heals(error)
+    # Seconds since the epoch by the server's clock, to the microsecond.
+    clock_sql = "UNIX_TIMESTAMP(NOW(6))"
+
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str
     ) -> SessionLock | None:
         assert session is not None
         return NamedLock(session, lock_name(url.database, schema, table))
 
+    session_id_statement = "SELECT CONNECTION_ID()"
+
+    def lock_blockers(self, connection: Connection, session_id: int) -> list[Blocker]:
+        rows = connection.execute(_OPEN_TRANSACTIONS, {"pid": session_id}).all()
+        return [
+            Blocker(int(r[0]), f"{r[1]}@{r[2]}", str(r[3] or ""), float(r[4] or 0)) for r in rows
+        ]
+
     def lock_timeout_statement(self, seconds: float) -> str | None:
-        # Metadata locks (what ALTER TABLE waits for); whole seconds, at least 1.
+        # Metadata locks (what ALTER TABLE waits for) and InnoDB row locks (what raw UPDATEs in a
+        # revision wait for); whole seconds, at least 1.
         if seconds <= 0:
             return None
-        return f"SET SESSION lock_wait_timeout = {max(1, math.ceil(seconds))}"
+        whole = max(1, math.ceil(seconds))
+        return f"SET SESSION lock_wait_timeout = {whole}, innodb_lock_wait_timeout = {whole}"
 
     def keep_alive_statements(self) -> list[str]:
         # A year, the most the server takes: the session outlives any migration.

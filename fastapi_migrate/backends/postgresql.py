@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ from .base import (
     KEEPALIVE_INTERVAL,
     PREFIX,
     Backend,
+    Blocker,
     DatabaseServer,
     Failure,
     ServerWithAdmin,
@@ -89,7 +92,8 @@ def _pooled(variable: str, detail: str) -> ConfigurationError:
         f"the migration lock would not be safe: {detail}. {variable} seems to go through a "
         "connection pooler in transaction mode (PgBouncer pool_mode=transaction, a proxy), "
         "where a session advisory lock leaks to other clients; point it at the PostgreSQL "
-        "server itself, or at a pool in session mode"
+        "server itself, or at a pool in session mode, or set MIGRATE_LOCK=lease (a lease in a "
+        "table, which works through any pooler)"
     )
 
 
@@ -141,6 +145,11 @@ _HOLDER = text(
     "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1"
 )
+# Who a waiting session waits for (pg_blocking_pids): identity and state, never query text.
+_BLOCKERS = text(
+    "SELECT a.pid, a.application_name, a.state, EXTRACT(EPOCH FROM now() - a.xact_start) "
+    "FROM pg_stat_activity a WHERE a.pid = ANY(pg_blocking_pids(:pid)) ORDER BY a.pid"
+)
 _INVALID_INDEXES = text(
     "SELECT n.nspname || '.' || c.relname FROM pg_index i "
     "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -187,14 +196,104 @@ class AdvisoryLock(SessionLock):
         )
 
 
+# libpq tries each address of a host in turn and reports one "connection to server ... failed:"
+# per address: every one of them must be worth waiting for.
+_ONE_ADDRESS = re.compile(r"connection to server (?:at|on) [^\n]*?failed:")
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+_SERVER = text("SELECT version(), current_setting('port')")
+
+# Hosts of managed poolers in transaction mode that listen on the server's own port.
+_POOLER_HOSTS = (
+    ("-pooler.", "a Neon pooled endpoint"),
+    (".proxy-", "an RDS Proxy endpoint"),
+)
+
+
+def client_port(conn: Connection, url: URL) -> int | None:
+    """The port this connection reached: the driver's own answer where it has one (psycopg,
+    psycopg2), else the URL's (``port=`` in the query for a unix socket), else libpq's 5432."""
+    dbapi = conn.connection.dbapi_connection
+    port = getattr(getattr(dbapi, "info", None), "port", None)
+    if isinstance(port, int):
+        return port
+    given: Any = url.port or url.query.get("port") or os.environ.get("PGPORT") or 5432
+    if isinstance(given, tuple):
+        given = given[0] if len(given) == 1 else None
+    try:
+        return int(given)
+    except (TypeError, ValueError):
+        return None
+
+
+def lock_doubt(conn: Connection, url: URL, variable: str) -> str | None:
+    """Why a session advisory lock would not hold on this connection, where it can be told
+    from the server and the URL: CockroachDB (its advisory functions lock nothing), a port
+    other than the server's (a pooler or proxy in between), a known pooler's host name."""
+    version, server_port = conn.execute(_SERVER).one()
+    if "cockroachdb" in str(version).lower():
+        return "the server says it is CockroachDB, whose advisory locks lock nothing"
+    reached = client_port(conn, url)
+    if reached is not None and str(reached) != str(server_port):
+        return (
+            f"{variable} reaches port {reached} and the server listens on {server_port}: "
+            "something is in between (a connection pooler such as PgBouncer, or a proxy), "
+            "where a session lock may not stay with this client"
+        )
+    host = (url.host or "").lower()
+    for marker, what in _POOLER_HOSTS:
+        if marker in host:
+            return f"{variable}'s host looks like {what}, a pooler in transaction mode"
+    return None
+
+
 class PostgreSQL(Backend):
     max_identifier_length = 63  # NAMEDATALEN - 1
+    transient_messages = (
+        *Backend.transient_messages,
+        "the database system is starting up",
+        "the database system is shutting down",
+        "the database system is in recovery mode",
+        "the database system is not yet accepting connections",
+        "the database system is not accepting connections",
+        "remaining connection slots are reserved",
+        "could not translate host name",
+        "server closed the connection unexpectedly",
+        "could not receive data from server",
+        "could not send data to server",
+        "terminating connection due to administrator command",
+        "cannotconnectnow",  # asyncpg's class for "starting up", in case its text differs
+    )
+
+    def driver_error_heals(self, error: BaseException) -> bool:
+        if type(error).__name__ in ("CannotConnectNowError", "TooManyConnectionsError"):
+            return True  # asyncpg's own classes
+        text = str(error).lower()
+        parts = [part for part in _ONE_ADDRESS.split(text)[1:] if part.strip()] or [text]
+        return all(any(m in part for m in self.transient_messages) for part in parts)
+
+    # Seconds since the epoch by the server's clock at the moment of the statement.
+    clock_sql = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+
+    def session_lock_doubt(self, session: Session | None, url: URL, variable: str) -> str | None:
+        assert session is not None
+        return session.run(lambda c: lock_doubt(c, url, variable))
 
     def session_lock(
         self, session: Session | None, url: URL, *, schema: str | None, table: str, variable: str
     ) -> SessionLock | None:
         assert session is not None
         return AdvisoryLock(session, advisory_key(schema, table), variable)
+
+    session_id_statement = "SELECT pg_backend_pid()"
+
+    def lock_blockers(self, connection: Connection, session_id: int) -> list[Blocker]:
+        rows = connection.execute(_BLOCKERS, {"pid": session_id}).all()
+        return [Blocker(int(r[0]), str(r[1] or ""), str(r[2] or ""), _seconds(r[3])) for r in rows]
 
     def lock_timeout_statement(self, seconds: float) -> str | None:
         return f"SET lock_timeout = {max(1, round(seconds * 1000))}" if seconds > 0 else None
@@ -208,6 +307,10 @@ class PostgreSQL(Backend):
         ]
 
     def connect_params(self, driver: str, params: dict[str, Any]) -> None:
+        if driver == "psycopg":
+            # No server-side prepared statements (psycopg 3 prepares a query run 5 times): a
+            # pooler in transaction mode lends another server session, where the name is taken.
+            params.setdefault("prepare_threshold", None)
         if driver in ("psycopg", "psycopg2"):  # libpq's own keepalive parameters
             params.setdefault("keepalives", 1)
             params.setdefault("keepalives_idle", KEEPALIVE_IDLE)

@@ -13,14 +13,14 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import URL
 
-from ..core.errors import ConfigurationError
+from ..core.errors import ConfigurationError, MigrationError
 from .base import PREFIX, Backend, DatabaseServer, Session, SessionLock
 
 
@@ -34,10 +34,38 @@ def enable_transactions(engine: Engine) -> None:
     event.listen(engine, "begin", _emit_begin)
 
 
+_IMMEDIATE = "fastapi_migrate_begin_immediate"
+
+
 def _emit_begin(connection: Connection) -> None:
     # Not under AUTOCOMMIT (Alembic's autocommit_block): VACUUM and friends refuse a BEGIN.
-    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-        connection.exec_driver_sql("BEGIN")
+    options = connection.get_execution_options()
+    if options.get("isolation_level") != "AUTOCOMMIT":
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(_IMMEDIATE) else "BEGIN")
+
+
+def migrates_after_writers(connection: Connection, seconds: float) -> None:
+    """Make a connection that runs revisions wait up to ``seconds`` for another writer.
+
+    Its transactions begin with ``BEGIN IMMEDIATE``: a deferred one that has read and then
+    writes gets ``database is locked`` at once while another process holds a write
+    transaction (SQLite calls no busy handler there, to avoid a deadlock); taking the write
+    lock first waits, as long as the busy timeout, set here to ``MIGRATE_LOCK_TIMEOUT``."""
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
+    finally:
+        cursor.close()
+    connection.execution_options(**{_IMMEDIATE: True})
+
+
+def is_locked(error: BaseException) -> bool:
+    """Whether ``error`` (or its cause) is SQLite's busy timeout running out."""
+    while error is not None:
+        if "database is locked" in str(error) or "database table is locked" in str(error):
+            return True
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return False
 
 
 def emits_begin(connection: Connection) -> bool:
@@ -80,18 +108,33 @@ class FileLock(SessionLock):
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.handle = open(path, "a+")  # noqa: SIM115 - held open until close()
+        try:
+            # Unbuffered: a write the disk refuses fails here, not again at close.
+            self.handle = open(path, "a+b", buffering=0)  # noqa: SIM115 - open until close()
+        except OSError as error:
+            raise self._unusable(error) from None
 
     def try_acquire(self) -> bool:
         try:
             fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
-        self.handle.seek(0)
-        self.handle.truncate(0)
-        self.handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
-        self.handle.flush()
+        try:
+            self.handle.seek(0)
+            self.handle.truncate(0)
+            self.handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n".encode())
+        except OSError as error:  # a full disk: the owner line cannot be written
+            with suppress(OSError):
+                fcntl.flock(self.handle.fileno(), fcntl.LOCK_UN)
+            raise self._unusable(error) from None
         return True
+
+    def _unusable(self, error: OSError) -> MigrationError:
+        """The lock file's error, naming the file (an ``OSError`` alone names no path)."""
+        return MigrationError(
+            f"cannot use the migration lock file {self.path}: {error.strerror or error}; "
+            "nothing was migrated (free space on its filesystem, or make its folder writable)"
+        )
 
     def still_held(self) -> bool:
         """The file we lock must still be the one at its path: a cleanup job or a redeploy
@@ -109,7 +152,7 @@ class FileLock(SessionLock):
 
     def holder(self) -> str:
         self.handle.seek(0)
-        owner = self.handle.read().strip()
+        owner = self.handle.read().decode(errors="replace").strip()
         return (
             f"; held by {owner} (lock file {self.path})" if owner else f" (lock file {self.path})"
         )
@@ -168,20 +211,27 @@ def backup_file(database: str, backup_dir: Path, label: str) -> Path | None:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = backup_dir / f"{source_path.stem}-{label}-{stamp}{source_path.suffix or '.sqlite'}"
+    # Written under another name and renamed once complete: a file with a backup's name is
+    # always a whole backup (an empty one opens as a valid database, and a restore loses all).
+    partial = target.with_name(target.name + ".partial")
     try:
         source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             if not _has_tables(source):
                 return None
             backup_dir.mkdir(parents=True, exist_ok=True)
-            destination = sqlite3.connect(str(target))
+            destination = sqlite3.connect(str(partial))
             try:
                 source.backup(destination)
             finally:
                 destination.close()
+            os.replace(partial, target)
         finally:
             source.close()
     except (OSError, sqlite3.Error) as error:
+        for leftover in (partial, partial.with_name(partial.name + "-journal")):
+            with suppress(OSError):
+                leftover.unlink()
         raise ConfigurationError(
             f"MIGRATE_BACKUP_DIR: could not back up {source_path} to {target} ({error}); "
             "nothing was migrated"

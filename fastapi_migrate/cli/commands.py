@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -30,6 +30,7 @@ from sqlalchemy import MetaData
 from ..backends import backend_for
 from ..backends.database import Database
 from ..backends.drivers import parse_url
+from ..core import progress
 from ..core.engine import Start, migrate
 from ..core.errors import (
     ConfigurationError,
@@ -49,6 +50,7 @@ from ..glue.config import alembic_config, declares_tool_alembic, load_scripts
 from ..glue.logging_guard import preserved_logging
 from ..glue.run import run_on_connection
 from ..glue.schema_diff import schema_differences
+from .lint_command import run_lint
 
 AlembicCall = Callable[[Config, argparse.Namespace], object]
 
@@ -222,7 +224,9 @@ def upgrade(inv: Invocation) -> int:
     settings = inv.settings().model_copy(update=overrides)
     require_url(settings, write=True)
     try:
-        print(migrate(settings).summary())
+        with nullcontext() if a.verbose else progress.printed(sys.stdout):
+            result = migrate(settings)
+        print(result.summary())
     except ConfigurationError as error:
         # REV came from the command line, not MIGRATE_TARGET: a failure, as for downgrade.
         if a.revision is None or not str(error).startswith("MIGRATE_TARGET: "):
@@ -300,6 +304,12 @@ def listing(call: AlembicCall) -> Callable[[Invocation], int]:
         return 0
 
     return run
+
+
+def lint(inv: Invocation) -> int:
+    """The findings of the pending revisions (or of ``A:B``); exit 1 when one counts."""
+    _, settings = inv.tree_settings("lint")
+    return run_lint(settings, inv.args.rev_range, inv.args.format)
 
 
 def current(inv: Invocation) -> int:
@@ -573,6 +583,27 @@ COMMANDS: tuple[Command, ...] = (
         "downgrade the database to REV, under the migration lock",
         change("downgraded", lambda cfg, a: command.downgrade(cfg, a.revision)),
         (arg("revision", metavar="REV", help="a revision, -1, or base"), _SQL, _TREE),
+    ),
+    Command(
+        "lint",
+        "check the pending revisions (or A:B) for what they do to a live database",
+        lint,
+        (
+            arg(
+                "rev_range",
+                nargs="?",
+                metavar="A:B",
+                help="a range (base:head, RELEASED:head); default: what is pending on the "
+                "database (every revision when it cannot be reached)",
+            ),
+            arg("--format", choices=("text", "json"), default="text", help="default: text"),
+            _TREE,
+        ),
+        description="Each revision is rendered on its own, as it will execute (raw op.execute "
+        "SQL, autocommit_block and batch mode included), and checked against the tables that "
+        "exist before it: locks, scans, rewrites, breaking changes. Exit 1 when a finding is "
+        "not allowed in its file (# fastapi-migrate: allow RULE -- REASON), 0 when none, 2 for "
+        "bad usage.",
     ),
     Command(
         "current",

@@ -24,12 +24,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Protocol, TypeVar
 
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.engine.interfaces import DBAPICursor
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,24 +38,32 @@ from ..backends import backend_for
 from ..backends.database import Database, DedicatedConnection
 from ..backends.drivers import is_async_url, parse_url
 from ..backends.sessions import migration_sessions
+from ..backends.sqlite import is_locked
 from ..glue.config import alembic_config, load_scripts
 from ..glue.heads import HeadsLookup, lookup_heads
 from ..glue.run import run_on_connection, run_upgrade, stamp
+from ..lint import Report, lint_pending
+from . import progress
+from .ddl_retry import attempts_line, is_lock_timeout, pause, retried_statements
 from .errors import (
     LockLost,
     LockTimeout,
     MigrationError,
     MigrationFailed,
     PendingMigrations,
+    UnsafeMigration,
     UnversionedDatabase,
 )
 from .failure import migration_failed, redacted_cause
 from .lock import LockKeeper, WaitEnded, guarded_commits, migration_lock
 from .metadata import require_tables, resolve_metadata
+from .monitor import MigrationMonitor, describe
 from .plan import MigrationPlan, format_revisions, plan_migration, resolve_target
+from .progress import RevisionProgress
 from .redaction import error_line
 from .result import MigrationResult, ResultAction
 from .retry import poll
+from .seed import Seed, import_seed, run_seed, seed_name
 from .settings import MigrateSettings
 from .version_table import VersionTable, at_target, read_states
 
@@ -70,18 +79,24 @@ class Runs(Protocol):
 
 
 def migrate(
-    settings: MigrateSettings | None = None, *, metadata: MetaData | None = None
+    settings: MigrateSettings | None = None,
+    *,
+    metadata: MetaData | None = None,
+    seed: Seed | None = None,
 ) -> MigrationResult:
-    """Run the startup logic of the settings' ``mode``; log and return what happened."""
+    """Run the startup logic of the settings' ``mode``; log and return what happened.
+    ``seed`` (else ``MIGRATE_SEED``) runs after the migration, under the lock."""
     settings = settings if settings is not None else MigrateSettings()
-    with begin(settings, metadata) as start:
+    with begin(settings, metadata, seed) as start:
         result = start.run() if start is not None else skipped()
     log.info(result.summary())
     return result
 
 
 @contextmanager
-def begin(settings: MigrateSettings, metadata: MetaData | None) -> Iterator[Start | None]:
+def begin(
+    settings: MigrateSettings, metadata: MetaData | None, seed: Seed | None = None
+) -> Iterator[Start | None]:
     """The start of these settings, closed after the block; None when ``mode`` is ``off``."""
     if settings.mode == "off":
         yield None
@@ -89,7 +104,9 @@ def begin(settings: MigrateSettings, metadata: MetaData | None) -> Iterator[Star
     metadata = resolve_metadata(metadata, settings.metadata)
     if settings.empty_database == "create_all":
         require_tables(metadata)
-    with Start(settings, metadata) as start:
+    if seed is None and settings.seed and settings.mode == "upgrade":
+        seed = import_seed(settings.seed)  # a bad path fails before anything is touched
+    with Start(settings, metadata, seed) as start:
         yield start
 
 
@@ -120,7 +137,24 @@ def _is_a_sqlite_file(url: URL) -> bool:
 def migration_database(settings: MigrateSettings) -> Database:
     """The database a start works on: ``DATABASE_URL`` in the modes that never run DDL."""
     url, variable = _url_of(settings)
-    return Database(url, variable=variable, connect_timeout=settings.connect_timeout)
+    return Database(
+        busy_within(url, settings.lock_timeout),
+        variable=variable,
+        connect_timeout=settings.connect_timeout,
+    )
+
+
+def busy_within(url: str, seconds: float) -> str | URL:
+    """A SQLite URL whose connections wait ``seconds`` (``MIGRATE_LOCK_TIMEOUT``) for another
+    process's write transaction, not the driver's 5: the busy timeout, unless the URL sets
+    one. Other URLs as they are."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return url  # Database says what is wrong with it
+    if parsed.get_backend_name() != "sqlite" or "timeout" in parsed.query:
+        return url
+    return parsed.update_query_dict({"timeout": f"{seconds:g}"})
 
 
 def _url_of(settings: MigrateSettings) -> tuple[str, str]:
@@ -201,9 +235,13 @@ class Tree:
 class Start:
     """One start: the trees, the database, and the connection kept for repeated reads."""
 
-    def __init__(self, settings: MigrateSettings, metadata: MetaData | None) -> None:
+    def __init__(
+        self, settings: MigrateSettings, metadata: MetaData | None, seed: Seed | None = None
+    ) -> None:
         self.settings = settings
         self.metadata = metadata
+        # Only a start that may write seeds: wait and check never write.
+        self.seed = seed if settings.mode == "upgrade" else None
         self.started = time.monotonic()
         self.trees = [
             Tree(name, narrowed, alembic_config(narrowed, metadata=metadata))
@@ -212,6 +250,9 @@ class Start:
         self.db = migration_database(settings)
         self._reader: DedicatedConnection | None = None
         self._fast: tuple[MigrationResult | None, bool, list[tuple[str, ...]] | None] | None = None
+        # The fast check's failed connection: when it began, and its error (``run`` counts it
+        # as the first attempt).
+        self._unreached: tuple[float, BaseException] | None = None
 
     def __enter__(self) -> Start:
         return self
@@ -227,7 +268,7 @@ class Start:
         the cache alone (no revision file read), the version read without waiting for a lock
         (another process may hold the file for seconds). None when it is not known to be a
         no-op; what it learnt is kept for ``run``."""
-        if not _is_a_sqlite_file(self.db.url):
+        if not _is_a_sqlite_file(self.db.url) or self.seed is not None:
             return None
         fast = self.fast_noop(quick=True)
         if fast[2] is not None:  # every tree's target is known: ``run`` needs no new look
@@ -235,11 +276,46 @@ class Start:
         return fast[0]
 
     def run(self) -> MigrationResult:
+        """The start; only ``MigrationError`` escapes (SPEC 4): a read the database refused (a
+        SQLite file another process keeps locked, a role that may not read the version table)
+        is one too."""
+        try:
+            return self._run()
+        except MigrationError:
+            raise
+        except SQLAlchemyError as error:
+            raise self.refused(error) from None
+
+    def refused(self, error: SQLAlchemyError) -> MigrationError:
+        """What a read the database refused means, and what to do."""
+        if self.db.dialect_name == "sqlite" and is_locked(error):
+            return LockTimeout(
+                f"another process kept {self.db.url.database} locked (a write transaction) "
+                f"for longer than MIGRATE_LOCK_TIMEOUT={self.settings.lock_timeout:g}s; "
+                "nothing was migrated: start again, or raise MIGRATE_LOCK_TIMEOUT"
+            )
+        tables = ", ".join(
+            ".".join(p for p in (tree.table.schema, tree.table.name) if p) for tree in self.trees
+        )
+        return MigrationFailed(
+            f"the database refused a read of {tables} ({error_line(error, [self.db.url])}); "
+            "nothing was migrated: grant the role of the URL SELECT on it (and INSERT, UPDATE, "
+            "DELETE, CREATE to migrate), or check the URL",
+            revision=None,
+            current_revision=None,
+        )
+
+    def _run(self) -> MigrationResult:
         fast, reachable, wanted = self._fast if self._fast is not None else self.fast_noop()
-        if fast is not None:
-            return fast
+        if fast is not None and self.seed is None:
+            return fast  # the lock-free no-op: a seed needs the lock even at the target
+        if wanted is None:
+            # The scripts before the database: a missing folder or a broken revision must not
+            # leave an empty SQLite file behind (connecting creates it).
+            wanted = [tree.target() for tree in self.trees]
         if not reachable:
-            self.db.wait_until_reachable(self.settings.connect_timeout)
+            since, failed = self._unreached or (None, None)
+            self.db.wait_until_reachable(self.settings.connect_timeout, since=since, failed=failed)
         if self.settings.mode == "upgrade":
             return self.upgrade(wanted)
         plans = self.plans(self.db.run)
@@ -257,11 +333,14 @@ class Start:
         ``quick``: see ``local_noop``."""
         reachable = False
         wanted: list[tuple[str, ...]] | None = None
+        began = time.monotonic()
         try:
             targets = [tree.target_from_text(cache_only=quick) for tree in self.trees]
-            if any(not target for target in targets):
+            if any(target is None for target in targets):
                 return None, False, None
-            wanted = [target for target in targets if target]
+            # An empty history's target is no revision (``()``): known, and reached by a
+            # version table with no row.
+            wanted = [target for target in targets if target is not None]
             if self.db.is_async:
                 # One SELECT per tree needs no transaction: autocommit spares BEGIN and COMMIT.
                 with self.db.connection(autocommit=True) as connection:
@@ -278,8 +357,12 @@ class Start:
                 found = self.noop_if(self.db.read_bare(read, wait=not quick), wanted)
         except (SQLAlchemyError, OSError) as error:
             log.debug("no-op check: %s, loading the scripts", type(error).__name__)
+            if not reachable:
+                self._unreached = (began, error)
             return None, reachable, wanted
         except Exception as error:  # the fast path only ever says "noop" or "don't know"
+            if not reachable and isinstance(error, self.db.engine.dialect.loaded_dbapi.Error):
+                self._unreached = (began, error)  # the bare driver's own error: not wrapped
             log.debug(
                 "no-op check failed (%s), loading the scripts", error_line(error, [self.db.url])
             )
@@ -316,18 +399,51 @@ class Start:
                 version_table_schema=s.version_table_schema,
                 timeout=s.lock_timeout,
                 enabled=s.lock,
-                ends_when=migrated_meanwhile,
+                # A seed runs under the lock: wait for it even once another process migrated.
+                ends_when=migrated_meanwhile if self.seed is None else None,
             ) as keeper:
-                # Whoever held the lock has usually just migrated: one query says so.
-                if migrated_meanwhile():
-                    return reached[0]
-                self._drop_reader()  # idle from here on: not kept open across the migration
-                plans = self.plans(self.db.run)
-                if all(plan.action == "noop" for plan in plans):
-                    return self.finish(self.results(plans, "noop"))
-                return self.execute(plans, keeper)
+                result = self.upgrade_locked(migrated_meanwhile, reached, keeper)
+                if self.seed is not None:
+                    self.run_seed(self.seed, result, keeper)
+                return result
         except WaitEnded:
             return reached[0]
+
+    def upgrade_locked(
+        self,
+        migrated_meanwhile: Callable[[], bool],
+        reached: list[MigrationResult],
+        keeper: LockKeeper | None,
+    ) -> MigrationResult:
+        """Under the lock: at the target already (another process migrated), else plan and
+        apply."""
+        # Whoever held the lock has usually just migrated: one query says so.
+        if migrated_meanwhile():
+            return reached[0]
+        self._drop_reader()  # idle from here on: not kept open across the migration
+        plans = self.plans(self.db.run)
+        if all(plan.action == "noop" for plan in plans):
+            return self.finish(self.results(plans, "noop"))
+        return self.execute(plans, keeper)
+
+    def run_seed(self, seed: Seed, result: MigrationResult, keeper: LockKeeper | None) -> None:
+        """The seed, in one transaction committed when it returns, still under the lock."""
+        self._drop_reader()
+        name = seed_name(seed)
+        try:
+            with guarded_commits(keeper, transactional_ddl=True):
+                seconds = self.db.run(lambda connection: run_seed(seed, connection))
+        except MigrationError:
+            raise
+        except Exception as error:
+            raise MigrationFailed(
+                f"seed {name} failed: {error_line(error, [self.db.url])}; its transaction was "
+                f"rolled back, the migration before it stays (the database is at "
+                f"{result.to_revision or 'no revision'}); fix the seed and start again",
+                revision=None,
+                current_revision=result.to_revision,
+            ) from None
+        log.info("seeded with %s in %.3fs, under the migration lock", name, seconds)
 
     def wait(self, first: list[MigrationPlan]) -> MigrationResult:
         """``MIGRATE_MODE=wait``: poll, never writing, until another process has brought every
@@ -441,6 +557,7 @@ class Start:
 
     def execute(self, plans: list[MigrationPlan], keeper: LockKeeper | None) -> MigrationResult:
         """Apply each tree's plan in order, under the lock ``keeper`` keeps."""
+        self.check_safety(plans)
         self.back_up(plans)
         results: dict[str | None, MigrationResult] = {}
         for tree, plan in zip(self.trees, plans, strict=True):
@@ -465,6 +582,40 @@ class Start:
                 log.debug("migration tree %s: %s", tree.name, results[tree.name].summary())
         return self.finish(results)
 
+    def check_safety(self, plans: list[MigrationPlan]) -> None:
+        """``MIGRATE_UNSAFE``: lint the revisions about to run, before any DDL; log each finding
+        (``warn``) or refuse the start (``refuse``). Only reached when there is work to do."""
+        s = self.settings
+        if s.unsafe == "allow":
+            return
+        lines: list[str] = []
+        for tree, plan in zip(self.trees, plans, strict=True):
+            if plan.action == "noop" or plan.create_all or not plan.pending:
+                continue
+            try:
+                report: Report = self.db.run(
+                    partial(_lint_on, tree.scripts(), plan.pending, max_rows=s.unsafe_max_rows)
+                )
+            except Exception as error:  # the check must not be what breaks a warn start
+                problem = f"the revisions could not be checked: {error_line(error, [self.db.url])}"
+                if s.unsafe == "refuse":
+                    raise UnsafeMigration(f"MIGRATE_UNSAFE=refuse: {problem}") from None
+                log.warning("MIGRATE_UNSAFE=warn: %s", problem)
+                continue
+            prefix = "" if tree.name is None else f"migration tree {tree.name}: "
+            for note in report.notes:
+                log.warning("unsafe migration check: %s%s", prefix, note)
+            for finding in report.blocking:
+                lines.append(prefix + finding.line_text())
+                log.warning("unsafe migration: %s%s", prefix, finding.line_text())
+        if lines and s.unsafe == "refuse":
+            raise UnsafeMigration(
+                f"MIGRATE_UNSAFE=refuse: {len(lines)} unsafe finding(s) in the revisions to "
+                f"apply, nothing was migrated: {' | '.join(lines)}. Write them the safe way, "
+                "allow each in its revision file (# fastapi-migrate: allow RULE -- REASON), "
+                "or set MIGRATE_UNSAFE=warn"
+            )
+
     def back_up(self, plans: list[MigrationPlan]) -> None:
         """One backup (``MIGRATE_BACKUP_DIR``, where the database is a file) before any DDL."""
         if self.settings.backup_dir is None:
@@ -476,14 +627,20 @@ class Start:
             log.info("backed up %s to %s before migrating", self.db.url.database, backup)
 
     def apply(self, tree: Tree, plan: MigrationPlan, keeper: LockKeeper | None) -> list[str]:
-        """Apply one tree's plan, committing nothing without the lock; any failure becomes
-        ``MigrationFailed`` (``LockLost`` if the lock went)."""
+        """Apply one tree's plan, committing nothing without the lock; a revision that timed
+        out waiting for a table lock is rolled back and tried again (``ddl_retry``); any other
+        failure, or the last timeout, becomes ``MigrationFailed`` (``LockLost`` if the lock
+        went)."""
         s = tree.settings
         script = tree.scripts()
         applied: list[str] = []
+        prefix = "" if tree.name is None else f"migration tree {tree.name}: "
+        revisions = RevisionProgress(script, plan.pending, prefix)
+        monitor = MigrationMonitor(self.db, s.ddl_lock_timeout, revisions)
 
         def applied_one(revision: str, seconds: float) -> None:
             applied.append(revision)
+            revisions.ended(revision, seconds)
             log.debug("applied revision %s in %.3fs", revision, seconds)
 
         def create_all(connection: Connection) -> None:
@@ -491,35 +648,103 @@ class Start:
             require_tables(self.metadata).create_all(connection)
             stamp(connection, script, s, s.target)
 
-        try:
-            with (
-                migration_sessions(s.ddl_lock_timeout),
-                guarded_commits(keeper, self.db.backend.transactional_ddl),
-                self.db.connection() as connection,
-            ):
-                if plan.baseline is not None:
-                    baseline = plan.baseline
-                    connection.run(lambda c: stamp(c, script, s, baseline))
-                    log.info("stamped unversioned database at baseline %s", baseline)
-                if plan.create_all:
-                    connection.run(create_all)
-                    applied.extend(plan.pending)
-                else:
-                    run_on_connection(
+        attempt = 1
+        with (
+            monitor.watching(),
+            retried_statements(self.db.backend, s.ddl_lock_timeout, s.ddl_lock_retries, monitor),
+        ):
+            while True:
+                try:
+                    with (
+                        migration_sessions(s.ddl_lock_timeout),
+                        guarded_commits(keeper, self.db.backend.transactional_ddl),
+                        self.db.connection() as connection,
+                    ):
+                        if plan.baseline is not None and attempt == 1:
+                            self.stamp_baseline(connection, script, s, plan.baseline)
+                        if plan.create_all:
+                            connection.run(create_all)
+                            applied.extend(plan.pending)
+                        else:
+                            run_on_connection(
+                                s,
+                                connection,
+                                lambda cfg: run_upgrade(
+                                    cfg, script, s, s.target, applied_one, revisions.started
+                                ),
+                                self.metadata,
+                            )
+                    self.verify(tree, plan)
+                    return applied
+                except LockLost as lost:
+                    raise self.lock_lost(tree, plan, applied, lost) from None
+                except MigrationError:
+                    raise
+                except Exception as error:
+                    running = monitor.current()
+                    revisions.stopped()
+                    blockers = monitor.blockers()
+                    timed_out = s.ddl_lock_timeout > 0 and is_lock_timeout(error)
+                    if timed_out and self.db.backend.transactional_ddl:
+                        applied[:] = self.committed(tree, script, applied)
+                        if attempt <= s.ddl_lock_retries:
+                            wait = pause(attempt)
+                            progress.log.warning(
+                                "%s waited more than %gs for a table lock "
+                                "(MIGRATE_DDL_LOCK_TIMEOUT), %s; %s; rolled back, nothing of "
+                                "it committed; trying again in %.1fs, still holding the "
+                                "migration lock",
+                                running,
+                                s.ddl_lock_timeout,
+                                attempts_line(attempt, s.ddl_lock_retries),
+                                describe(blockers),
+                                wait,
+                            )
+                            time.sleep(wait)
+                            attempt += 1
+                            continue
+                    if self.db.dialect_name == "sqlite" and is_locked(error):
+                        raise self.locked_out(tree, applied) from None
+                    failure = migration_failed(
+                        self.db,
                         s,
-                        connection,
-                        lambda cfg: run_upgrade(cfg, script, s, s.target, applied_one),
-                        self.metadata,
+                        script,
+                        plan,
+                        applied,
+                        error,
+                        blockers=describe(blockers) if timed_out else None,
                     )
-            self.verify(tree, plan)
-        except LockLost as lost:
-            raise self.lock_lost(tree, plan, applied, lost) from None
-        except MigrationError:
-            raise
-        except Exception as error:
-            failure = migration_failed(self.db, s, script, plan, applied, error)
-            raise failure from redacted_cause(self.db, error)
-        return applied
+                    raise failure from redacted_cause(self.db, error)
+
+    @staticmethod
+    def stamp_baseline(
+        connection: DedicatedConnection, script: ScriptDirectory, s: MigrateSettings, rev: str
+    ) -> None:
+        connection.run(lambda c: stamp(c, script, s, rev))
+        log.info("stamped unversioned database at baseline %s", rev)
+
+    def committed(self, tree: Tree, script: ScriptDirectory, applied: list[str]) -> list[str]:
+        """Which of ``applied`` the database holds after a rollback (those its revisions
+        descend from: all of them with one transaction per revision, none with one for all)."""
+        try:
+            now = self.db.run(tree.table.read_if_present)
+            kept = {r.revision for r in script.revision_map.iterate_revisions(now, "base")}
+        except Exception:  # unknown: the failure's message reads the database again
+            return []
+        return [revision for revision in applied if revision in kept]
+
+    def locked_out(self, tree: Tree, applied: list[str]) -> LockTimeout:
+        """Another process kept the SQLite file's write lock past ``MIGRATE_LOCK_TIMEOUT``."""
+        try:
+            left = format_revisions(self.db.run(tree.table.read_if_present)) or "no revision"
+        except Exception:
+            left = "a revision that could not be read"
+        return LockTimeout(
+            f"another process kept {self.db.url.database} locked (a write transaction) for "
+            f"longer than MIGRATE_LOCK_TIMEOUT={self.settings.lock_timeout:g}s; what was not "
+            f"committed was rolled back, the database is left at {left} (applied this start: "
+            f"{', '.join(applied) or 'none'}): start again, or raise MIGRATE_LOCK_TIMEOUT"
+        )
 
     def lock_lost(
         self, tree: Tree, plan: MigrationPlan, applied: list[str], lost: LockLost
@@ -582,6 +807,16 @@ class Start:
             seconds,
             trees={str(name): r for name, r in results.items()},
         )
+
+
+def _lint_on(
+    script: ScriptDirectory,
+    pending: tuple[str, ...],
+    connection: Connection,
+    *,
+    max_rows: int | None,
+) -> Report:
+    return lint_pending(script, pending, connection, max_rows=max_rows)
 
 
 def _tree_result(

@@ -35,8 +35,11 @@ def migration_failed(
     plan: MigrationPlan,
     applied: list[str],
     error: BaseException,
+    *,
+    blockers: str | None = None,
 ) -> MigrationFailed:
-    """The ``MigrationFailed`` for ``error``, raised while applying ``plan``."""
+    """The ``MigrationFailed`` for ``error``, raised while applying ``plan``; ``blockers``:
+    who held the table lock its last attempt waited for, when that was a lock timeout."""
     failed = None if plan.create_all else failed_revision(error, script, plan.pending)
     in_env_py = not plan.create_all and failed is None and failed_outside_migrations(error)
     if failed is None and not (plan.create_all or in_env_py) and len(applied) < len(plan.pending):
@@ -65,7 +68,7 @@ def migration_failed(
         left_at=left,
         autocommit_block=uses_autocommit,
     )
-    hint = _lock_or_privilege_hint(error, settings)
+    hint = _lock_or_privilege_hint(error, settings, blockers)
     if uses_autocommit:
         hint += (
             "; its autocommit_block() statements ran outside the migration's transaction, so "
@@ -80,14 +83,23 @@ def migration_failed(
     )
 
 
-def _lock_or_privilege_hint(error: BaseException, settings: MigrateSettings) -> str:
+def _lock_or_privilege_hint(
+    error: BaseException, settings: MigrateSettings, blockers: str | None
+) -> str:
     """What to do about a revision that failed for a table lock or a privilege; else empty."""
     text = str(error).lower()
     if settings.ddl_lock_timeout > 0 and any(m in text for m in _TIMEOUT_MARKERS):
+        retries = settings.ddl_lock_retries
+        tries = (
+            f"{retries + 1} attempts (MIGRATE_DDL_LOCK_RETRIES={retries})"
+            if retries
+            else "its only attempt (MIGRATE_DDL_LOCK_RETRIES=0)"
+        )
         return (
-            f"; it waited more than {settings.ddl_lock_timeout:g}s (MIGRATE_DDL_LOCK_TIMEOUT) "
-            "for a table lock held by another transaction (see pg_stat_activity or SHOW "
-            "PROCESSLIST): start again once that transaction ends, or raise the timeout"
+            f"; on {tries} it waited more than {settings.ddl_lock_timeout:g}s "
+            "(MIGRATE_DDL_LOCK_TIMEOUT) for a table lock held by another transaction"
+            f"{'; last attempt ' + blockers if blockers else ''}: start again once that "
+            "transaction ends, or raise the timeout or the retries"
         )
     if any(m in text for m in _PRIVILEGE_MARKERS):
         if settings.migrate_database_url:

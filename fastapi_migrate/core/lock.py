@@ -10,6 +10,11 @@ when a server, pooler or network closes that connection for being idle. So while
 held a ``LockKeeper`` thread queries it every ``HEARTBEAT_SECONDS`` (the session is never idle;
 its idle timeouts are also switched off for it), and ``guarded_commits`` asks the keeper before
 every commit of the migration: the lock is either held or the migration does not commit.
+
+Where a session lock cannot be trusted (a pooler in transaction mode, CockroachDB: the
+backend's ``session_lock_doubt``), or with ``MIGRATE_LOCK=lease``, the lock is a lease in a
+table (``backends.lease``): the keeper renews it, and each commit checks its fence in the
+committing transaction itself instead of asking the keeper.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as NoAnswer
@@ -26,9 +32,11 @@ from typing import Any
 from sqlalchemy import Engine, event, exc
 
 from ..backends.base import SessionLock
-from ..backends.database import Database
+from ..backends.database import Database, DedicatedConnection
+from ..backends.lease import LeaseLock
 from ..backends.sessions import session_statements
-from .errors import DatabaseUnavailable, LockLost, LockTimeout
+from . import progress
+from .errors import ConfigurationError, DatabaseUnavailable, LockLost, LockTimeout
 from .redaction import error_line
 from .retry import poll
 from .settings import LockChoice
@@ -93,13 +101,9 @@ def migration_lock(
             if backend.lock_needs_connection
             else None
         )
-        lock = backend.session_lock(
-            session,
-            db.url,
-            schema=version_table_schema,
-            table=version_table,
-            variable=db.variable,
-        )
+        lock = _choose(db, session, enabled, version_table_schema, version_table)
+        if isinstance(lock, LeaseLock):  # a lease outlives its session: it may need another
+            lock.reopen = lambda: stack.enter_context(own.connection(autocommit=True))
         if lock is None:
             yield None
             return
@@ -107,7 +111,7 @@ def migration_lock(
         _acquire(db, lock, timeout, ends_when)
         keeper = LockKeeper(lock, db)
         try:
-            if session is not None:
+            if session is not None and not isinstance(lock, LeaseLock):
                 statements = session_statements(backend.name, 0)
                 session.run(lambda c: [c.exec_driver_sql(s) for s in statements])
             with keeper:
@@ -163,7 +167,7 @@ class LockKeeper:
             return
         try:
             if not self.lock.still_held():
-                self.lost = "the database no longer shows it held by this process"
+                self.lost = self.lock.not_held()
         except Exception as error:
             self.lost = f"its connection failed: {error_line(error, [self.db.url])}"
         if self.lost is not None:  # the migration raises LockLost, saying what to do
@@ -186,11 +190,12 @@ def guarded_commits(keeper: LockKeeper | None, transactional_ddl: bool) -> Itera
         return
     owner = threading.get_ident()
     stopping: list[str] = []
+    lease = keeper.lock if isinstance(keeper.lock, LeaseLock) else None
 
-    def before_commit(_connection: Any) -> None:
+    def before_commit(connection: Any) -> None:
         if threading.get_ident() != owner or stopping:
             return
-        lost = keeper.verify()
+        lost = keeper.verify() if lease is None else _check_in(lease, connection, keeper.db)
         if lost is None:
             return
         stopping.append(lost)
@@ -214,9 +219,59 @@ def guarded_commits(keeper: LockKeeper | None, transactional_ddl: bool) -> Itera
         raise LockLost(stopping[0])
 
 
+def _check_in(lease: LeaseLock, connection: Any, db: Database) -> str | None:
+    """The lease's fence, checked in the transaction about to commit."""
+    try:
+        return lease.check_in(connection)
+    except exc.DBAPIError as error:
+        return f"its row could not be checked: {error_line(error, [db.url])}"
+
+
+def _choose(
+    db: Database,
+    session: DedicatedConnection | None,
+    enabled: LockChoice,
+    schema: str | None,
+    table: str,
+) -> SessionLock | None:
+    """The session lock where it can be trusted, else the lease; which one and why is logged
+    (at INFO when the lease was chosen for the user, the one case they may not expect)."""
+    backend = db.backend
+    if session is None:  # a lock file (SQLite): no pooler or stub function can come between
+        return backend.session_lock(None, db.url, schema=schema, table=table, variable=db.variable)
+    if enabled == "lease":
+        why, say = "MIGRATE_LOCK=lease", log.debug
+    else:
+        try:
+            doubt = backend.session_lock_doubt(session, db.url, db.variable)
+        except exc.DBAPIError as error:
+            raise DatabaseUnavailable(
+                f"lost the connection to {db.masked_url} before taking the migration lock: "
+                f"{error_line(error, [db.url])}; start again once the database answers"
+            ) from None
+        if doubt is None:
+            lock = backend.session_lock(
+                session, db.url, schema=schema, table=table, variable=db.variable
+            )
+            log.debug("migration lock: the database's session lock, on a connection of its own")
+            return lock
+        why, say = f"not the session lock: {doubt}; MIGRATE_LOCK=lease says so for good", log.info
+    if backend.clock_sql is None:
+        raise ConfigurationError(
+            f"MIGRATE_LOCK: fastapi-migrate has no lease for {backend.name!r} ({why}); set "
+            "MIGRATE_LOCK=false if only one process ever migrates this database"
+        )
+    lease = LeaseLock(session, backend.clock_sql, schema=schema, version_table=table)
+    say("migration lock: %s (%s)", lease.description, why)
+    return lease
+
+
 def _acquire(
     db: Database, lock: SessionLock, timeout: float, ends_when: Callable[[], bool] | None
 ) -> None:
+    began = time.monotonic()
+    next_line = [began + progress.every_seconds()]
+
     def attempt() -> bool | None:
         try:
             if lock.try_acquire():
@@ -230,19 +285,31 @@ def _acquire(
             ) from None
         if ends_when is not None and ends_when():
             raise WaitEnded
+        if time.monotonic() >= next_line[0]:
+            next_line[0] += progress.every_seconds()
+            progress.log.info(
+                "waiting for the migration lock: %.0fs so far (MIGRATE_LOCK_TIMEOUT=%g)%s",
+                time.monotonic() - began,
+                timeout,
+                _holder(lock),
+            )
         return None
 
     def timed_out() -> LockTimeout:
-        try:
-            holder = lock.holder()
-        except Exception:  # who holds it is a nicety, never a second error
-            holder = ""
         return LockTimeout(
             f"another process held the migration lock for more than {timeout:g}s "
-            f"(MIGRATE_LOCK_TIMEOUT){holder}; if it is still migrating, wait or raise the timeout"
+            f"(MIGRATE_LOCK_TIMEOUT){_holder(lock)}; if it is still migrating, wait or raise "
+            "the timeout"
         )
 
     poll(attempt, timeout, timed_out)
+
+
+def _holder(lock: SessionLock) -> str:
+    try:
+        return lock.holder()
+    except Exception:  # who holds it is a nicety, never a second error
+        return ""
 
 
 def _release_quietly(db: Database, lock: SessionLock, lost: str | None) -> None:

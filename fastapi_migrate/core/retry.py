@@ -9,11 +9,19 @@ Jittered exponential backoff, so that replicas started together spread out. The 
   version table): a waiter notices the end of another's migration within half a second;
 - ``CONNECT_CAP`` 2 s where an attempt opens a connection to a server that may be down or
   restarting: dozens of replicas must not hammer it.
+
+``heals_by_waiting`` says which failed connections are worth another attempt: only what a
+server coming up or a network settling can fix. A file the driver cannot read, a refused
+password or a missing database fail the same way a minute later, so retrying them for
+``MIGRATE_CONNECT_TIMEOUT`` only hides the cause (and keeps an app deaf to SIGTERM).
 """
 
 from __future__ import annotations
 
+import errno
 import random
+import socket
+import ssl
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -48,3 +56,36 @@ def poll(
             raise on_timeout()
         time.sleep(min(remaining, delay * random.uniform(0.5, 1.5)))
         delay = min(delay * GROWTH, cap)
+
+
+# What a socket reports while the server is down, restarting or not yet reachable.
+TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EHOSTDOWN,
+        errno.EPIPE,
+        errno.EAGAIN,
+    }
+)
+
+
+def heals_by_waiting(error: BaseException) -> bool | None:
+    """For an OS-level error from a connection attempt: True if waiting may fix it (refused,
+    reset, timed out, a host name not resolvable yet), False if not (a local file: missing,
+    unreadable, not a file; TLS material that does not load); None for an error that is not
+    an ``OSError``, which the backend judges by its driver's message."""
+    if isinstance(error, ssl.SSLError):
+        return False  # certificates, keys, a handshake refused: waiting changes none of them
+    if isinstance(error, socket.gaierror):
+        return True  # DNS: a service name that a cluster publishes a moment later
+    if isinstance(error, TimeoutError | ConnectionError):
+        return True
+    if isinstance(error, OSError):
+        return error.errno in TRANSIENT_ERRNOS or error.errno is None
+    return None

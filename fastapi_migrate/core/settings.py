@@ -321,13 +321,25 @@ def env_name(field: str) -> str:
     return _ENV_NAMES.get(field, f"MIGRATE_{field.upper()}")
 
 
+# Settings whose valid values are several kinds at once: what to write, said once.
+_CHOICES = {
+    "lock": "expected true (the session lock where it can be trusted, else a lease in a table), "
+    "lease or false",
+}
+
+
 def _explain(exc: ValidationError) -> str:
     """One line per bad setting, naming its variable and never echoing a URL."""
     lines = []
+    seen: set[str] = set()
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
+        if field and field in seen:  # a union (MIGRATE_LOCK) fails once per member: say it once
+            continue
+        seen.add(field)
         ctx_error = error.get("ctx", {}).get("error")
         message = str(ctx_error) if ctx_error is not None else error["msg"]
+        message = _CHOICES.get(field, message)
         if not field:
             lines.append(message)  # raised by the model validator: names its own variable
             continue

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, inspect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.interfaces import DBAPICursor
 
+from ..backends.lease import LEASE_TABLE
 from .errors import ConfigurationError
 
 
@@ -98,7 +99,7 @@ def read_states(
             "MIGRATE_VERSION_TABLE_SCHEMA to keep the version table in the default schema"
         )
     names = {schema: set(inspector.get_table_names(schema=schema)) for schema in schemas}
-    ours = {t.name for t in tables}
+    ours = {t.name for t in tables} | {LEASE_TABLE}  # the lease is the lock's, not the app's
     has_tables = any(name not in ours for found in names.values() for name in found)
     present = [t.name in names[t.schema] for t in tables]
     states = []

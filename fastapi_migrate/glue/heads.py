@@ -104,8 +104,8 @@ class ScriptHeads:
         """The revisions ``target`` names, for the targets this path understands; else None."""
         if target == "heads":
             return self.real_heads if self.real_heads is not None else self.heads
-        if target == "head":
-            return self.heads if len(self.heads) == 1 else None
+        if target == "head":  # an empty history's head is no revision at all, as in Alembic
+            return self.heads if len(self.heads) <= 1 else None
         if target in self.revisions:
             return (target,)
         return None
@@ -160,9 +160,7 @@ def lookup_heads(cfg: Config, *, cache_only: bool = False) -> HeadsLookup:
     cached = _read_cache(cache, key)
     if cached is not None or cache_only:
         return HeadsLookup(cached)
-    files = _revision_files(folders)
-    if not files:
-        return HeadsLookup(None)
+    files = _revision_files(folders)  # none: an empty history, whose heads are none
     settled = changed <= keyed_at - _RACY_NS
     lookup = HeadsLookup(None, key, cache, keyed_at, settled)
     graph = _read_graph(files)
@@ -372,7 +370,7 @@ def _read_cache(path: Path, key: str) -> ScriptHeads | None:
     if not all(isinstance(x, list) and all(isinstance(r, str) for r in x) for x in lists):
         return None
     heads, real, revisions, files = (x or [] for x in lists)
-    if not set(heads + real) <= set(revisions) or not files:
+    if not set(heads + real) <= set(revisions) or (revisions and not files):  # none: empty
         return None
     try:
         if _stats(files) != data.get("stats"):

@@ -24,7 +24,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData
 
 from ..backends.database import DedicatedConnection
-from ..backends.sqlite import emits_begin
+from ..backends.sqlite import emits_begin, migrates_after_writers
 from ..core.errors import ConfigurationError
 from ..core.settings import MigrateSettings
 from .config import alembic_config, environment_options
@@ -38,8 +38,10 @@ def run_upgrade(
     settings: MigrateSettings,
     target: str,
     on_applied: Callable[[str, float], None],
+    on_start: Callable[[str], None] | None = None,
 ) -> None:
-    """Run ``env.py`` to upgrade to ``target``, reporting each applied revision and its time.
+    """Run ``env.py`` to upgrade to ``target``, reporting each revision as it starts
+    (``on_start``) and once applied, with its time.
 
     This is ``alembic.command.upgrade`` with the version table passed as a default option,
     and a callback per revision (``env.py`` may not pass ``on_version_apply`` through).
@@ -56,7 +58,10 @@ def run_upgrade(
     def upgrade(rev: Any, context: MigrationContext) -> Any:
         context.on_version_apply_callbacks = (*context.on_version_apply_callbacks, record)
         started[0] = time.monotonic()
-        return script._upgrade_revs(target, rev)
+        steps = script._upgrade_revs(target, rev)
+        if on_start is None:
+            return steps
+        return [_Announced(step, on_start) for step in steps]
 
     with (
         preserved_logging(),
@@ -71,6 +76,28 @@ def run_upgrade(
         ),
     ):
         script.run_env()
+
+
+class _Announced:
+    """A revision step that reports its revision when Alembic is about to run it (the
+    ``migration_fn`` is read right before the call, inside the revision's transaction)."""
+
+    def __init__(self, step: Any, on_start: Callable[[str], None]) -> None:
+        self._step = step
+        self._on_start = on_start
+
+    @property
+    def migration_fn(self) -> Any:
+        revision = getattr(getattr(self._step, "revision", None), "revision", None)
+        if isinstance(revision, str) and self._step.is_upgrade:
+            self._on_start(revision)
+        return self._step.migration_fn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._step, name)
+
+    def __str__(self) -> str:
+        return str(self._step)
 
 
 class _CheckedEnvironment(EnvironmentContext):
@@ -112,24 +139,33 @@ def _checked_configure(original: Callable[..., None]) -> Callable[..., None]:
         if not attributes.get("fastapi_migrate"):
             original(self, *args, **kwargs)
             return
-        _transactional_sqlite(kwargs.get("connection", args[0] if args else None), kwargs)
+        connection = kwargs.get("connection", args[0] if args else None)
+        # revision --autogenerate and current only read: no write lock for them.
+        reads_only = any(k in self.context_opts for k in ("revision_context", "dont_mutate"))
+        settings = None if reads_only else attributes.get("settings")
+        _transactional_sqlite(connection, kwargs, settings)
         original(self, *args, **kwargs)
-        refuse_another_database(attributes, self.get_context().connection)
+        context = self.get_context()
+        if not context.as_sql:  # --sql: a mock connection, nothing runs on any database
+            refuse_another_database(attributes, context.connection)
 
     configure.__wrapped__ = original  # type: ignore[attr-defined]
     configure.__doc__ = original.__doc__
     return configure
 
 
-def _transactional_sqlite(connection: Any, options: dict[str, Any]) -> None:
+def _transactional_sqlite(connection: Any, options: dict[str, Any], settings: Any) -> None:
     """SQLite's DDL in the migration's transaction, for every ``env.py`` (not only ours): a
     failed start leaves nothing behind. Alembic takes SQLite's DDL for non-transactional, and
-    ``env.py`` files rarely say otherwise; one that passes ``transactional_ddl`` is obeyed."""
+    ``env.py`` files rarely say otherwise; one that passes ``transactional_ddl`` is obeyed.
+    Another writer is waited for, within ``MIGRATE_LOCK_TIMEOUT``."""
     if isinstance(connection, _Borrowed):
         connection = connection._connection
-    if "transactional_ddl" in options or not isinstance(connection, Connection):
+    if not isinstance(connection, Connection) or connection.dialect.name != "sqlite":
         return
-    if connection.dialect.name == "sqlite" and emits_begin(connection):
+    if isinstance(settings, MigrateSettings) and not connection.in_transaction():
+        migrates_after_writers(connection, settings.lock_timeout)
+    if "transactional_ddl" not in options and emits_begin(connection):
         options["transactional_ddl"] = True
 
 

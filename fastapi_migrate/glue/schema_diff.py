@@ -16,6 +16,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Column, Connection, Index, MetaData, Table, inspect
 from sqlalchemy.schema import Constraint
 
+from ..backends.lease import LEASE_TABLE
+
 _MISSING = "in the models, missing from the database"
 _EXTRA = "in the database, not in the models"
 
@@ -28,12 +30,14 @@ def schema_differences(
     version_table_schema: str | None = None,
 ) -> list[str]:
     """Every difference between ``metadata`` and the database's schema (the version tables of
-    every tree are left out), as Alembic's autogenerate sees it with ``compare_type``."""
+    every tree and the lock's lease table are left out), as Alembic's autogenerate sees it
+    with ``compare_type``."""
 
     def not_a_version_table(
         obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
     ) -> bool:
-        return not (type_ == "table" and reflected and name in version_tables)
+        ours = name in version_tables or name == LEASE_TABLE
+        return not (type_ == "table" and reflected and ours)
 
     context = MigrationContext.configure(
         connection,

@@ -18,7 +18,7 @@ import secrets
 import socket
 import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -83,8 +83,13 @@ def database_server(url: str | None, directory: Path) -> DatabaseServer:
 class Janitor:
     """Makes, copies and drops this process's test databases on ``server``."""
 
-    def __init__(self, server: DatabaseServer, worker: str = "main") -> None:
+    def __init__(
+        self, server: DatabaseServer, worker: str = "main", kept_list: Path | None = None
+    ) -> None:
         self.server = server
+        self._kept_list = kept_list
+        """A file naming the databases kept for a developer to look at (one a line): a later
+        run's cleanup leaves them alone."""
         worker = re.sub(r"[^a-z0-9]", "", worker.lower())[:8] or "main"
         self._stem = f"{PREFIX}{host_tag()}_{os.getpid()}_{secrets.token_hex(3)}_{worker}"
         self._numbers = itertools.count(1)
@@ -99,7 +104,8 @@ class Janitor:
 
     def drop_stale(self) -> list[str]:
         """Drop databases left by dead processes of this host (a crashed or killed run)."""
-        dropped = [name for name in self.server.names() if is_stale(name)]
+        kept = self.kept()
+        dropped = [name for name in self.server.names() if is_stale(name) and name not in kept]
         for name in dropped:
             self.server.drop(name)
         return dropped
@@ -113,6 +119,20 @@ class Janitor:
     def drop(self, name: str) -> None:
         self.server.drop(name)
         self._live.discard(name)
+
+    def kept(self) -> set[str]:
+        """The databases kept by ``keep`` in this or an earlier run."""
+        if self._kept_list is None or not self._kept_list.is_file():
+            return set()
+        return set(self._kept_list.read_text().split())
+
+    def keep(self, name: str) -> None:
+        """Leave ``name`` as it is, never dropped by this run nor cleaned up by a later one
+        (``--migrate-keep-failed``); the developer drops it."""
+        self._live.discard(name)
+        if self._kept_list is not None:
+            with self._kept_list.open("a") as listing:
+                listing.write(f"{name}\n")
 
     def drop_soon(self, name: str) -> None:
         """Drop in background threads where a drop costs server work (a checkpoint on
@@ -217,16 +237,21 @@ class Janitor:
     def close(self) -> None:
         """Drop everything still alive, template included; release the server's connections."""
         try:
-            for copies in self._reused.values():
-                copies.close()
-            self.wait_for_drops()
-            if self._dropper is not None:
-                self._dropper.shutdown()
-                self._dropper = None
-            for name in sorted(self._live):
-                self.drop(name)
+            self.drop_all()
         finally:
             self.server.close()
+
+    def drop_all(self) -> None:
+        """Drop everything this janitor made that is still alive; the server stays open (a
+        benchmark's suites share it)."""
+        for copies in self._reused.values():
+            copies.close()
+        self.wait_for_drops()
+        if self._dropper is not None:
+            self._dropper.shutdown()
+            self._dropper = None
+        for name in sorted(self._live):
+            self.drop(name)
 
 
 @dataclass(frozen=True)
@@ -240,9 +265,10 @@ class MigratedTemplate:
     """What migrating it did; None for a template kept from an earlier run."""
 
     @contextmanager
-    def copy(self) -> Iterator[str]:
-        """A database in a fresh copy's state for one test: new, or reset after another."""
-        with self.janitor.reused_copies(self.name).borrow() as url:
+    def copy(self, keep: Callable[[], bool] | None = None) -> Iterator[str]:
+        """A database in a fresh copy's state for one test: new, or reset after another; kept
+        as the test left it if ``keep()`` says so after the block."""
+        with self.janitor.reused_copies(self.name).borrow(keep) as url:
             yield url
 
 

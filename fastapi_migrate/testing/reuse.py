@@ -32,6 +32,8 @@ class Copier(Protocol):
 
     def drop_soon(self, name: str) -> None: ...
 
+    def keep(self, name: str) -> None: ...
+
 
 class ReusedCopies:
     """Copies of ``template`` lent to one test at a time (one instance per process)."""
@@ -49,14 +51,18 @@ class ReusedCopies:
         """Databases a test used, proven back in a fresh copy's state and lent again."""
 
     @contextmanager
-    def borrow(self) -> Iterator[str]:
+    def borrow(self, keep: Callable[[], bool] | None = None) -> Iterator[str]:
         """The URL of a database in a fresh copy's state, this test's alone until the block
-        ends; then reset for a later test, or dropped."""
+        ends; then reset for a later test, or dropped; or kept as it is, if ``keep()`` says
+        so (``--migrate-keep-failed``)."""
         name = self._take()
         try:
             yield self._copier.server.url(name)
         finally:
-            self._give_back(name)
+            if keep is not None and keep():
+                self._copier.keep(name)
+            else:
+                self._give_back(name)
 
     def settle(self) -> None:
         """Wait for the resets and copies under way (a benchmark's block ends there)."""

@@ -12,7 +12,9 @@ from .readiness import probe_for
 
 log = logging.getLogger("fastapi_migrate")
 
-health_router = APIRouter()
+health_router = APIRouter(tags=["health"])
+"""Tagged: apps whose ``generate_unique_id_function`` reads ``route.tags[0]`` (the
+full-stack FastAPI template's) would answer 500 on it and on their OpenAPI schema."""
 
 _READY = {"ok", "ahead"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
 
 import anyio.to_thread
@@ -13,11 +13,14 @@ from sqlalchemy import MetaData
 
 from ..core.engine import begin, checks_a_local_file, migrate
 from ..core.errors import ConfigurationError, MigrationError
+from ..core.lent import lent_url, on_lent_database
 from ..core.redaction import error_line
 from ..core.result import MigrationResult
-from ..core.settings import MigrateSettings
+from ..core.seed import Seed, checked_seed
+from ..core.settings import MigrateSettings, url_optional
 from .logs import ensure_visible
 from .readiness import close_probe
+from .shutdown import ShutdownDuringStartup, names, noticing
 
 log = logging.getLogger("fastapi_migrate")
 
@@ -36,7 +39,15 @@ def migrate_on_startup(
     Settings are read when the app starts, not at import, so tests and containers can set the
     environment late. The migration runs in a worker thread: Alembic is blocking, and an async
     ``env.py`` calls ``asyncio.run()``, which cannot run inside the server's event loop.
+    ``seed=`` is ``MIGRATE_SEED``'s ``module:function``, or the function itself.
     """
+    seed = overrides.pop("seed", None)
+    if seed is not None and not isinstance(seed, str):
+        seed_function: Seed | None = checked_seed(seed, repr(seed))
+    else:
+        seed_function = None
+        if seed is not None:
+            overrides["seed"] = seed
     unknown = set(overrides) - set(MigrateSettings.model_fields)
     if unknown:
         raise ConfigurationError(
@@ -50,12 +61,15 @@ def migrate_on_startup(
         current: MigrateSettings | None = None
         try:
             current = _settings(settings, overrides)
-            result = await _migrate(current, metadata)
+            with noticing() as received:
+                result = await _migrate(current, metadata, seed_function)
         except Exception as error:
             # The one line every failed start prints first, whatever failed: a setting, the
             # migration, or something that is not a MigrationError.
             log.error("migration failed, the app will not start: %s", _reason(error, current))
             raise
+        if received:
+            raise _stopped(received, result)
         app.state.migration = result
         app.state.migration_settings = current
         # A probe from an earlier start of this app object may look at another database.
@@ -72,12 +86,27 @@ def migrate_on_startup(
     return migrating_lifespan
 
 
-async def _migrate(settings: MigrateSettings, metadata: MetaData | None) -> MigrationResult:
+def _stopped(received: list[int], result: MigrationResult) -> ShutdownDuringStartup:
+    """Logged and raised when a shutdown signal came during the migration: the migration ran
+    to its end (committed), but the server must not report ready nor open its port."""
+    message = (
+        f"{names(received)} received while migrating: the migration finished "
+        f"({result.summary()}), the app will not start"
+    )
+    log.error("%s", message)
+    return ShutdownDuringStartup(message)
+
+
+async def _migrate(
+    settings: MigrateSettings, metadata: MetaData | None, seed: Seed | None
+) -> MigrationResult:
     """``migrate`` in a worker thread, except a no-op start on a SQLite file: its check cannot
     wait on a network, and it spares the thread (the first costs about a millisecond)."""
     if not checks_a_local_file(settings):
-        return await anyio.to_thread.run_sync(lambda: migrate(settings, metadata=metadata))
-    with begin(settings, metadata) as start:
+        return await anyio.to_thread.run_sync(
+            lambda: migrate(settings, metadata=metadata, seed=seed)
+        )
+    with begin(settings, metadata, seed) as start:
         assert start is not None  # mode off checks nothing
         result = start.local_noop()
         if result is None:
@@ -98,8 +127,12 @@ def _reason(error: Exception, settings: MigrateSettings | None) -> str:
 
 
 def _settings(settings: MigrateSettings | None, overrides: Mapping[str, Any]) -> MigrateSettings:
-    if settings is None:
-        return MigrateSettings(**overrides)
-    if not overrides:
-        return settings
-    return type(settings)(**{**settings.model_dump(), **overrides})
+    # Inside a test the URL is the lent database's: the app's own need not be set.
+    with url_optional() if lent_url() is not None else nullcontext():
+        if settings is None:
+            current = MigrateSettings(**overrides)
+        elif not overrides:
+            current = settings
+        else:
+            current = type(settings)(**{**settings.model_dump(), **overrides})
+    return on_lent_database(current)

@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL
 
 from ..backends import backend_for
 from ..backends.drivers import is_async_url, parse_url
+from ..core.lent import on_lent_database
 from ..core.plan import ancestry, resolve_target
 from ..core.redaction import error_line
 from ..core.result import MigrationResult
@@ -143,6 +144,7 @@ def probe_for(app: Any) -> MigrationProbe:
     probe: MigrationProbe | None = getattr(app.state, "migration_probe", None)
     if probe is None:
         settings = getattr(app.state, "migration_settings", None) or MigrateSettings()
+        settings = on_lent_database(settings)  # inside a test: the test's database
         result = getattr(app.state, "migration", None)
         probe = MigrationProbe(settings, result if isinstance(result, MigrationResult) else None)
         app.state.migration_probe = probe

@@ -1,0 +1,89 @@
+"""SQL text as the rules read it: split into statements, comments and literals dropped,
+identifiers unquoted, upper case, one space between words.
+
+A small scanner rather than a parser: Alembic renders one statement form per operation, and raw
+``op.execute`` SQL needs only the head of each statement (which command, which table, which
+clauses). It knows PostgreSQL's dollar quotes and MySQL's backticks.
+"""
+
+from __future__ import annotations
+
+import re
+
+_DOLLAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
+
+
+def statements(sql: str) -> list[str]:
+    """The statements of ``sql``, each normalized; empty ones dropped."""
+    found: list[str] = []
+    out: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        ch = sql[i]
+        if ch == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end
+            out.append(" ")
+        elif ch == "/" and sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+            out.append(" ")
+        elif ch == "'":
+            i = _skip_quoted(sql, i, "'")
+            out.append(" '' ")
+        elif ch in '"`':
+            end = _skip_quoted(sql, i, ch)
+            out.append(sql[i + 1 : end - 1].replace(ch * 2, ch).replace(" ", "_"))
+            i = end
+        elif ch == "$" and (m := _DOLLAR.match(sql, i)):
+            end = sql.find(m.group(), m.end())
+            i = n if end < 0 else end + len(m.group())
+            out.append(" '' ")
+        elif ch == ";":
+            found.append("".join(out))
+            out = []
+            i += 1
+        else:
+            out.append(ch)
+            i += 1
+    found.append("".join(out))
+    return [s for s in (_normalize(text) for text in found) if s]
+
+
+def _skip_quoted(sql: str, start: int, quote: str) -> int:
+    """The index just past the literal or identifier that opens at ``start``."""
+    i = start + 1
+    while True:
+        end = sql.find(quote, i)
+        if end < 0:
+            return len(sql)
+        if sql.startswith(quote * 2, end):
+            i = end + 2
+            continue
+        return end + 1
+
+
+def _normalize(text: str) -> str:
+    text = re.sub(r"\s*([(),])\s*", r" \1 ", text)
+    return " ".join(text.upper().split())
+
+
+def split_top_level(text: str) -> list[str]:
+    """``text`` split on the commas outside parentheses (the actions of one ALTER TABLE)."""
+    parts: list[str] = []
+    depth, start = 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return [p for p in parts if p]
+
+
+def bare_name(name: str) -> str:
+    """A table's name without its schema, for matching."""
+    return name.rsplit(".", 1)[-1].upper()
