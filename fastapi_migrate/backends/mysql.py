@@ -135,6 +135,7 @@ class MySQL(Backend):
         if number is not None:
             return number in _TRANSIENT_CONNECT
         return super().driver_error_heals(error)
+
     # Seconds since the epoch by the server's clock, to the microsecond.
     clock_sql = "UNIX_TIMESTAMP(NOW(6))"
 
