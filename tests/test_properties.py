@@ -219,11 +219,23 @@ def test_the_command_line_shows_the_password_nowhere(
 
 
 @FAST
-@given(value=st.floats(min_value=0, max_value=1e9, allow_nan=False))
+@given(value=st.floats(min_value=0, max_value=31_536_000, allow_nan=False))
 def test_a_non_negative_number_is_read_as_that_many_seconds(value: float) -> None:
     with environ(MIGRATE_LOCK_TIMEOUT=repr(value), MIGRATE_CONNECT_TIMEOUT=str(value)):
         read = MigrateSettings(database_url="sqlite://")
     assert math.isclose(read.lock_timeout, value) and math.isclose(read.connect_timeout, value)
+
+
+@FAST
+@given(value=st.floats(min_value=31_536_000.001, allow_nan=False, allow_infinity=False))
+def test_a_timeout_above_a_year_is_refused_by_name(value: float) -> None:
+    """PyMySQL refuses a longer connect timeout, and longer waits overflow time_t."""
+    for variable in ("MIGRATE_LOCK_TIMEOUT", "MIGRATE_CONNECT_TIMEOUT"):
+        with (
+            environ(**{variable: repr(value)}),
+            pytest.raises(ConfigurationError, match=f"{variable}: Input should be less"),
+        ):
+            MigrateSettings(database_url="sqlite://")
 
 
 @FAST

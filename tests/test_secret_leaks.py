@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from fastapi_migrate import MigrateSettings
+from fastapi_migrate import ConfigurationError, MigrateSettings
 
 from .cli_helpers import cli
 from .conftest import require_backend
@@ -308,3 +308,25 @@ def test_the_testing_checks_never_show_the_password_of_the_test_server(
     assert result.returncode == 1, output
     assert "DatabaseUnavailable" in output and "could not be prepared" in output, output
     assert_hidden(secret, output)
+
+
+@pytest.mark.parametrize(
+    "value", ["postgresql+psycopg://u:{pw}@127.0.0.1/x", "host=127.0.0.1 password={pw}"]
+)
+@pytest.mark.parametrize("variable", ["MIGRATE_LOCK_TIMEOUT", "MIGRATE_MODE", "MIGRATE_LOCK"])
+def test_a_url_in_the_wrong_variable_is_echoed_masked(
+    project: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """``(got ...)`` repeats a bad value: a URL pasted into the wrong variable shows no secret,
+    in the CLI's line and in the ConfigurationError the lifespan raises and logs."""
+    write_migrations(project, 1)
+    secret = _secret()
+    bad = value.format(pw=secret)
+    result = cli(project, "current", env=_env(DATABASE_URL="sqlite:///app.db", **{variable: bad}))
+    assert result.returncode == 2, result.stderr
+    assert f"{variable}:" in result.stderr, result.stderr
+    assert_hidden(secret, result.stdout + result.stderr)
+    monkeypatch.setenv(variable, bad)
+    with pytest.raises(ConfigurationError, match=variable) as caught:
+        MigrateSettings(database_url="sqlite://")
+    assert_hidden(secret, str(caught.value))

@@ -151,8 +151,8 @@ def busy_within(url: str, seconds: float) -> str | URL:
         parsed = make_url(url)
     except Exception:
         return url  # Database says what is wrong with it
-    if parsed.get_backend_name() != "sqlite" or "timeout" in parsed.query:
-        return url
+    if parsed.get_backend_name() != "sqlite" or "timeout" in parsed.query or parsed.host:
+        return url  # sqlite://app.db (a host): Database names the URL as the user wrote it
     return parsed.update_query_dict({"timeout": f"{seconds:g}"})
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.exc import ArgumentError
 
 from ..backends import backend_for
 from .errors import ConfigurationError
-from .redaction import mask_url
+from .redaction import mask_secrets, mask_url
 from .trees import MigrationTree, check_trees
 
 Mode = Literal["upgrade", "wait", "check", "off"]
@@ -348,4 +348,5 @@ def _explain(exc: ValidationError) -> str:
             lines.append(f"{name}: {message}")
         else:
             lines.append(f"{name}: {message} (got {error.get('input')!r})")
-    return "invalid settings: " + "; ".join(lines)
+    # A value echoed back may be a URL typed into the wrong variable: mask what looks secret.
+    return mask_secrets("invalid settings: " + "; ".join(lines))
