@@ -123,6 +123,8 @@ def write_revision(location: Path, revision: str, down: str | None, body: str) -
 
 
         def upgrade():
+            if op.get_context().as_sql:
+                return  # the lint pre-check's offline rendering: no pause, no effect
         {body}
 
 

@@ -87,6 +87,13 @@ def write_migrations(
     return location
 
 
+# The first lines of a test revision whose code has effects outside ``op`` (a trace file, a
+# pause, a sleep): the start's lint pre-check (MIGRATE_UNSAFE=warn, the default) runs every
+# pending revision's ``upgrade()`` once offline to see its SQL, and those effects must happen
+# only when it really runs.
+ONLINE_ONLY = "if op.get_context().as_sql:\n    return  # the lint pre-check's offline rendering\n"
+
+
 def add_revision(
     location: Path,
     revision: str,

@@ -15,6 +15,7 @@ import pytest
 from fastapi_migrate import LockTimeout, MigrateSettings, MigrationResult, migrate
 
 from .support import (
+    ONLINE_ONLY,
     add_revision,
     current_revisions,
     execute,
@@ -195,7 +196,8 @@ def _serialized_migrations(root: Path, trace: Path) -> None:
             location,
             f"r{k}",
             f"r{k - 1}" if k > 1 else None,
-            upgrade=(
+            upgrade=ONLINE_ONLY
+            + (
                 "import threading, time\n"
                 f"with open({str(trace)!r}, 'a') as f:\n"
                 "    f.write(f'{threading.get_ident()} start\\n')\n"

@@ -239,7 +239,9 @@ def test_create_index_concurrently_under_the_lease_beside_a_waiter(
         "WHERE c.relname = 'ix_items_name'",
     )
     assert valid == [(True,)]
-    assert [f for _, _, f in lease_rows(database_url)] == [1]  # the lease, not a session lock
+    # The lease, not a session lock: one row, its fence at 1 or, where the waiter took the lease
+    # after the holder let it go (to read the version table under it), 2.
+    assert [f for _, _, f in lease_rows(database_url)] in ([1], [2])
 
 
 COCKROACH_STUBS = """\

@@ -27,6 +27,7 @@ from fastapi_migrate import (
 )
 
 from .support import (
+    ONLINE_ONLY,
     add_revision,
     current_revisions,
     execute,
@@ -79,7 +80,8 @@ def test_async_env_runs_in_a_worker_thread_of_a_running_app(
         location,
         "r2",
         "r1",
-        upgrade=(
+        upgrade=ONLINE_ONLY
+        + (
             "import pathlib, threading\n"
             f"pathlib.Path({str(threads)!r}).write_text(str(threading.get_ident()))\n"
             "op.create_table('t2', sa.Column('id', sa.Integer, primary_key=True))"
@@ -115,7 +117,8 @@ def test_on_a_sqlite_file_revisions_still_run_in_a_worker_thread(
             location,
             revision,
             down,
-            upgrade=(
+            upgrade=ONLINE_ONLY
+            + (
                 "import pathlib, threading\n"
                 f"with pathlib.Path({str(threads)!r}).open('a') as log:\n"
                 "    log.write(f'{threading.get_ident()}\\n')\n"

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import require_backend
+from .progress_helpers import without_progress
 from .reliability_helpers import (
     LOCKS,
     POINTS,
@@ -138,7 +139,7 @@ class Round:
 
 def half_applied_error(output: str, i: int) -> list[str]:
     """What is wrong with MariaDB's message for a half-applied revision ``a{i}``."""
-    lines = output.strip().splitlines()
+    lines = without_progress(output.strip())
     problems = [] if len(lines) == 1 else [f"not one line: {output}"]
     for words in (f"revision a{i}", "half-applied", f"k{i}", "fastapi-migrate stamp"):
         if words not in output:
