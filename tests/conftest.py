@@ -6,7 +6,9 @@ passes with a backend silently left out.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,15 @@ from pathlib import Path
 import pytest
 
 from .support import MARIADB_SERVER, PG_SERVER, fresh_database, server_problem
+
+# pytester (used by the plugin's tests, even with runpytest_subprocess) restores sys.modules
+# after each of its tests, dropping the modules first imported during it: a driver imported
+# there for the first time is imported anew later, while its compiled part keeps raising the
+# first import's exception classes, which SQLAlchemy then does not recognise (a raw
+# psycopg.OperationalError escaped a later test). Imported once here, the drivers stay.
+for _driver in ("psycopg", "pymysql", "asyncpg", "aiosqlite", "aiomysql"):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_driver)
 
 BACKENDS = ["sqlite", "postgresql", "mariadb"]
 _SERVERS = {"postgresql": PG_SERVER, "mariadb": MARIADB_SERVER}
