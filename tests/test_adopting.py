@@ -112,11 +112,13 @@ def _server(backend: str, *, asyncio: bool) -> list[str]:
 
 
 def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    """The inner pytest with both async plugins loaded, as a project that has both installed."""
+    """The inner pytest with both async plugins loaded, as a project that has both installed
+    (and sets the loop scope that pytest-asyncio otherwise warns about, an error under -W)."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
         return pytester.runpytest_subprocess(
             "-p", "anyio.pytest_plugin", "-p", "pytest_asyncio.plugin", "-p", PLUGIN,
+            "-o", "asyncio_default_fixture_loop_scope=function",
             "-p", "no:cacheprovider", "-W", "error", *args,
         )  # fmt: skip
 
