@@ -50,9 +50,9 @@ def run_inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
         )
 
 
-def kept_templates(root: Path, server: str | None) -> set[str]:
-    """The kept templates of the project in ``root`` (run from there) on ``server``, or in its
-    pytest cache folder for SQLite (``None``)."""
+def kept_databases(root: Path, server: str | None) -> set[str]:
+    """The kept templates and warm pools of the project in ``root`` (run from there) on
+    ``server``, or in its pytest cache folder for SQLite (``None``)."""
     from fastapi_migrate.core.settings import MigrateSettings
     from fastapi_migrate.testing.janitor import database_server
     from fastapi_migrate.testing.template_key import template_family
@@ -65,9 +65,23 @@ def kept_templates(root: Path, server: str | None) -> set[str]:
         found.close()
 
 
+def kept_templates(root: Path, server: str | None) -> set[str]:
+    """The kept templates of the project in ``root`` on ``server`` (``kept_databases``)."""
+    from fastapi_migrate.testing.pool import is_slot
+
+    return {n for n in kept_databases(root, server) if not is_slot(n)}
+
+
+def pooled_databases(root: Path, server: str | None) -> set[str]:
+    """The warm pool of the project in ``root`` on ``server`` (``kept_databases``)."""
+    from fastapi_migrate.testing.pool import is_slot
+
+    return {n for n in kept_databases(root, server) if is_slot(n)}
+
+
 def drop_kept_templates(root: Path) -> None:
     """Drop what the project in ``root`` kept on the servers: a test's project is gone after it,
-    its templates would stay on the server for good."""
+    its templates and pools would stay on the server for good."""
     from fastapi_migrate.testing.janitor import database_server
 
     for url in SERVERS.values():
@@ -75,7 +89,7 @@ def drop_kept_templates(root: Path) -> None:
             continue
         server = database_server(url, root)
         try:
-            for name in kept_templates(root, url):
+            for name in kept_databases(root, url):
                 server.drop(name)
         finally:
             server.close()

@@ -13,10 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from fastapi_migrate.backends.base import DatabaseServer
+from fastapi_migrate.backends.sqlite import SqliteServer
 from fastapi_migrate.testing.janitor import Janitor, database_server, host_tag, is_stale
+from fastapi_migrate.testing.pool import is_slot
 
 from .conftest import require_backend
-from .plugin_helpers import PLUGIN, SERVERS, run_inner
+from .plugin_helpers import PLUGIN, SERVERS, pooled_databases, run_inner
 from .support import PG_SERVER, add_revision
 
 pytest_plugins = ["pytester", "tests.plugin_fixtures"]
@@ -61,8 +63,12 @@ def test_failing_on_purpose(migrated_engine):
 @pytest.fixture
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DatabaseServer]:
     backend: str = request.param
-    require_backend(backend)
-    found = database_server(SERVERS[backend], tmp_path)
+    if backend == "sqlite":  # the inner project's pytest cache folder, as the plugin's
+        root = request.getfixturevalue("pytester").path
+        found: DatabaseServer = SqliteServer(root / ".pytest_cache" / "d" / "fastapi-migrate")
+    else:
+        require_backend(backend)
+        found = database_server(SERVERS[backend], tmp_path)
     try:
         yield found
     finally:
@@ -73,6 +79,7 @@ def _used(root: Path) -> tuple[set[str], set[str]]:
     """Database names of the copies and of the templates the inner run recorded."""
     names = [sa.make_url(u).database or "" for u in (root / "used.txt").read_text().split()]
     templates = {Path(n).stem for n in names if Path(n).stem.startswith("fmpt_tpl_")}
+    templates = {n for n in templates if not is_slot(n)}  # pooled databases are copies
     return {Path(n).stem for n in names} - templates, templates
 
 
@@ -83,10 +90,13 @@ def _assert_all_gone(root: Path, server: DatabaseServer | None, copies: set[str]
         assert 1 <= len(copies) <= 4
     if server is None:
         left = {p.stem for p in root.rglob("fmpt_*.sqlite")}
-        assert left == _used(root)[1]  # the template only: kept for the next run
-    else:
+        pooled = {n for n in left if is_slot(n)}  # fresh copies for the next run
+        assert left - pooled == _used(root)[1]  # and the template, kept for the next run
+        files = SqliteServer(root / ".pytest_cache" / "d" / "fastapi-migrate")
+        assert pooled and all(files.sealed(n) for n in pooled)  # untouched since copied
+    else:  # the copies stay in the template's warm pool for the next run, the others go
         left = set(server.names())
-        assert left.isdisjoint(copies)
+        assert {c for c in copies if c in left} <= {c for c in copies if is_slot(c)}
         assert _used(root)[1] <= left  # the template: kept for the next run
 
 
@@ -222,40 +232,54 @@ def test_failing_migrations_error_every_test_and_leave_nothing(
     assert [n for n in set(server.names()) - before if is_stale(n)] == []
 
 
+# Leaves its database dirty (a row, a table gone) and dies mid-test, without any cleanup.
 CRASHING_TEST = """\
 import os
 
+import sqlalchemy as sa
 
-def test_killed(migrated_database_url):
+
+def test_killed(migrated_engine):
+    with open("killed.txt", "w") as f:
+        f.write(str(migrated_engine.url.database))
+    with migrated_engine.begin() as c:
+        c.execute(sa.text("INSERT INTO t2 (name) VALUES ('left by a killed run')"))
+        c.execute(sa.text("DROP TABLE child"))
     os.kill(os.getpid(), 9)
 """
 
 
-@pytest.mark.parametrize("server", ["postgresql", "mariadb"], indirect=True)
-def test_a_killed_run_is_cleaned_up_by_the_next(
+@pytest.mark.parametrize("server", ["sqlite", "postgresql", "mariadb"], indirect=True)
+def test_a_killed_run_leaves_nothing_dirty_for_the_next(
     pytester: pytest.Pytester, user_project: Path, server: DatabaseServer
 ) -> None:
+    """A first run fills the warm pool; the second takes a pooled database, dirties it and is
+    killed: the database stays in the pool, dirty. The third proves what it takes from the
+    pool (reset, or dropped): its tests see the migrations' rows and tables."""
+    args = [] if isinstance(server, SqliteServer) else ["--migrate-db-url", server.url("test")]
+    pytester.makepyfile(test_user=USER_TESTS)
+    run_inner(pytester, *args).assert_outcomes(passed=6, failed=1)
+    (pytester.path / "test_user.py").unlink()
     pytester.makepyfile(test_crash=CRASHING_TEST)
-    url = server.url("test")
     killed = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", PLUGIN, "--migrate-db-url", url],
+        [sys.executable, "-m", "pytest", "-p", PLUGIN, *args],
         cwd=user_project,
         env={**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert killed.returncode == -9
-    leftovers = [n for n in server.names() if is_stale(n)]
-    assert leftovers  # the test's copy; the template was published, and is kept
-    assert not any(n.startswith("fmpt_tpl_") for n in leftovers)
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    server_url = None if isinstance(server, SqliteServer) else server.url("test")
+    dirty = Path((user_project / "killed.txt").read_text()).stem
+    assert dirty in pooled_databases(user_project, server_url)  # left dirty in the pool
 
-    # The next run, a real one: it drops the dead run's databases first, then works as usual.
+    # The next run, a real one: every test checks a fresh copy's rows and tables.
     (pytester.path / "test_crash.py").unlink()
     pytester.makepyfile(test_user=USER_TESTS)
-    result = run_inner(pytester, "--migrate-db-url", url)
+    result = run_inner(pytester, *args)
     result.assert_outcomes(passed=6, failed=1)
-    assert set(server.names()).isdisjoint(leftovers)
+    assert not [n for n in server.names() if is_stale(n)]  # nothing else left behind
 
 
 def _dead_pid() -> int:

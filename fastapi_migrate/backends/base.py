@@ -13,6 +13,7 @@ import graphlib
 import logging
 import re
 import socket
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, exc, pool
+from sqlalchemy import Connection, Engine, create_engine, event, exc, pool, text
 from sqlalchemy.engine import URL
 
 from ..core.errors import ConfigurationError
@@ -246,6 +247,10 @@ class DatabaseServer(ABC):
 
     slow_drop = True
     """Whether a drop costs enough server time to be worth doing in the background."""
+    pool_proof: ClassVar[str | None] = None
+    """How a database kept in the warm pool between runs is proven clean before a test gets
+    it: ``"restore"`` (against a fresh copy's snapshot, as after a test), ``"seal"`` (nobody
+    wrote to the file since it was copied), or None: no pool."""
 
     @abstractmethod
     def url(self, name: str) -> str:
@@ -303,6 +308,22 @@ class DatabaseServer(ABC):
         False when that cannot be proven, and the caller drops it."""
         return False
 
+    def seal(self, name: str) -> None:  # noqa: B027 - a hook, optional
+        """Record that ``name``, a new copy, is untouched (where no ``restore`` can prove it)."""
+
+    def sealed(self, name: str) -> bool:
+        """Whether ``name`` is still as ``seal`` recorded it: nobody wrote to it since."""
+        return False
+
+    def hold(self, name: str) -> bool:
+        """Take, without waiting, a lock named ``name`` that every process using this server
+        sees, kept until ``let_go`` or this process's end (the warm pool's slots); False when
+        another process holds it, or the server keeps no pool."""
+        return False
+
+    def let_go(self, name: str) -> None:  # noqa: B027 - a hook, optional
+        """Release what ``hold`` took."""
+
     def close(self) -> None:  # noqa: B027 - a hook, optional
         """Release the server's connections."""
 
@@ -310,14 +331,48 @@ class DatabaseServer(ABC):
 class ServerWithAdmin(DatabaseServer):
     """A database server reached through an autocommit connection to the URL's own database."""
 
-    def __init__(self, url: URL, admin_pool: type[pool.Pool]) -> None:
+    pool_proof = "restore"
+
+    def __init__(
+        self, url: URL, admin_pool: type[pool.Pool], connect_args: dict[str, Any] | None = None
+    ) -> None:
         self._url = url
+        self._connect_args = connect_args or {}
+        """What the server's own blocking connections add to the URL's."""
         self._admin: Engine = create_engine(
-            sync_url(url), isolation_level="AUTOCOMMIT", poolclass=admin_pool
+            sync_url(url),
+            isolation_level="AUTOCOMMIT",
+            poolclass=admin_pool,
+            connect_args=self._connect_args,
         )
         self._quote = self._admin.dialect.identifier_preparer.quote
         self._known: dict[str, object] = {}
         """Per reused database: what ``_restore`` saw when it last proved it clean."""
+        self._holder: Connection | None = None
+        """The session that holds ``hold``'s locks: they go with it if this process dies."""
+        self._holding = threading.Lock()
+
+    _hold_sql: ClassVar[str | None] = None
+    """A session lock taken without waiting, true when taken; ``:k`` is ``_hold_key``."""
+    _let_go_sql: ClassVar[str] = ""
+
+    def _hold_key(self, name: str) -> object:
+        return name
+
+    def hold(self, name: str) -> bool:
+        if self._hold_sql is None:
+            return False
+        with self._holding:
+            if self._holder is None:
+                self._holder = self._admin.connect()
+            taken = self._holder.execute(text(self._hold_sql), {"k": self._hold_key(name)})
+            return bool(taken.scalar())
+
+    def let_go(self, name: str) -> None:
+        self._known.pop(name, None)
+        with self._holding:
+            if self._holder is not None:
+                self._holder.execute(text(self._let_go_sql), {"k": self._hold_key(name)})
 
     def snapshot(self, name: str) -> object | None:
         try:
@@ -361,6 +416,10 @@ class ServerWithAdmin(DatabaseServer):
             engine.dispose()
 
     def close(self) -> None:
+        with self._holding:
+            if self._holder is not None:
+                self._holder.close()  # its locks go with its session
+                self._holder = None
         self._admin.dispose()
 
 

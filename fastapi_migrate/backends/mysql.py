@@ -245,6 +245,25 @@ _MARKER = "fmpt_template_ready"
 """The table that marks a kept template as complete; never copied."""
 
 
+def _tls_attempt_is_useless(url: URL) -> bool:
+    """Whether the blocking driver is PyMySQL, the URL asks nothing of TLS, and the server
+    offers none: PyMySQL (2.2) then still builds an SSL context for every connection (loading
+    the system's CA certificates: 80 ms here, more than the connection itself) before falling
+    back to plain TCP, which ``ssl_disabled`` goes to at once."""
+    blocking = sync_url(url)
+    if blocking.get_driver_name() != "pymysql" or any(k.startswith("ssl") for k in url.query):
+        return False
+    probe = create_engine(blocking, poolclass=pool.NullPool, connect_args={"ssl_disabled": True})
+    try:
+        with probe.connect() as conn:
+            offered = conn.exec_driver_sql("SELECT @@have_ssl").scalar()
+    except exc.DBAPIError:  # TLS required, or no such variable (MySQL 8.4): leave it as it is
+        return False
+    finally:
+        probe.dispose()
+    return str(offered).upper() != "YES"
+
+
 class MysqlServer(ServerWithAdmin):
     """MySQL/MariaDB: replay ``SHOW CREATE TABLE`` (with foreign keys and indexes), copy the
     rows migrations inserted, then views and triggers.
@@ -253,13 +272,21 @@ class MysqlServer(ServerWithAdmin):
     milliseconds per table, so a copy's cost follows the number of tables, not of revisions.
     """
 
+    _hold_sql = "SELECT GET_LOCK(:k, 0)"
+    _let_go_sql = "SELECT RELEASE_LOCK(:k)"
+
     def __init__(self, url: URL) -> None:
+        no_tls = _tls_attempt_is_useless(url)
+        if no_tls and url.get_driver_name() == "pymysql":
+            url = url.update_query_dict({"ssl_disabled": "true"})  # the URLs tests get, too
         # A fresh session per operation: ``USE`` and ``foreign_key_checks`` never leak.
-        super().__init__(url, pool.NullPool)
+        super().__init__(url, pool.NullPool, {"ssl_disabled": True} if no_tls else None)
         self._templates: dict[str, _MysqlTemplate] = {}
         # Resets name every table with its database: one session kept for all of them (a new
         # connection costs MariaDB 20 ms here), and never on the test's own database.
-        self._resetter: Engine = create_engine(sync_url(url), poolclass=pool.QueuePool, pool_size=1)
+        self._resetter: Engine = create_engine(
+            sync_url(url), poolclass=pool.QueuePool, pool_size=1, connect_args=self._connect_args
+        )
 
     def create(self, name: str) -> str:
         with self._admin.connect() as conn:

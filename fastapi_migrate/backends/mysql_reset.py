@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, exc, text
+from sqlalchemy import Connection, bindparam, exc, text
 
 from ..core.retry import poll
 from .base import children_first
@@ -59,7 +59,8 @@ _OTHER_QUERIES = (
     "SELECT TABLE_NAME, VIEW_DEFINITION, CHECK_OPTION, IS_UPDATABLE, DEFINER, SECURITY_TYPE "
     "FROM information_schema.VIEWS WHERE TABLE_SCHEMA = :s",
     "SELECT TRIGGER_NAME, EVENT_MANIPULATION, EVENT_OBJECT_TABLE, ACTION_ORDER, ACTION_STATEMENT, "
-    "ACTION_TIMING, SQL_MODE, DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = :s",
+    "ACTION_TIMING, SQL_MODE, DEFINER FROM information_schema.TRIGGERS "
+    "WHERE EVENT_OBJECT_SCHEMA = :s",  # a trigger lives in its table's schema; indexed, cheap
     "SELECT ROUTINE_NAME, ROUTINE_TYPE, DTD_IDENTIFIER, ROUTINE_DEFINITION, IS_DETERMINISTIC, "
     "SQL_DATA_ACCESS, SECURITY_TYPE, SQL_MODE, ROUTINE_COMMENT, DEFINER "
     "FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = :s",
@@ -76,10 +77,10 @@ _OTHER_QUERIES = (
 )
 """The rest of the schema and the grants, outside the tables' files: cheap, read every time."""
 
-_TABLES = text(
+_TABLES = (
     "SELECT TABLE_NAME, TABLE_TYPE, AUTO_INCREMENT, CREATE_TIME, "
     "UNIX_TIMESTAMP(CREATE_TIME) >= UNIX_TIMESTAMP() - 1 "
-    "FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s ORDER BY TABLE_NAME"
+    "FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s"
 )
 """Every table, view and sequence: its counter, when its definition was last written, and
 whether that was within the last second (a later ``ALTER`` could then leave the same time)."""
@@ -105,16 +106,18 @@ class Listing:
     counters: dict[str, int | None]
     written: dict[str, Any]
     """Per table: its ``CREATE_TIME`` (seconds)."""
-    recent: bool
-    """Some table's definition was written within the last second."""
+    recent: frozenset[str]
+    """The tables whose definition was written within the last second."""
 
 
 @dataclass(frozen=True)
 class Snapshot:
     """A fresh copy, as ``restore`` compares with it."""
 
-    tables_fingerprint: str
+    tables_fingerprint: dict[str, str]
+    """Per table (and view): a hash of its definition."""
     other_fingerprint: str
+    kinds: dict[str, str]
     tables: tuple[str, ...]
     """Every base table, children before the tables they reference."""
     state: dict[str, str | None]
@@ -124,6 +127,8 @@ class Snapshot:
     sequences: frozenset[str]
     seeded: dict[str, tuple[str, list[tuple[Any, ...]]]]
     """The tables that had rows: the columns an ``INSERT`` may write, and the rows."""
+    triggers: bool
+    """Whether the schema has triggers (an ``INSERT`` of the reset may then write elsewhere)."""
 
 
 def snapshot(conn: Connection, schema: str) -> Snapshot:
@@ -135,14 +140,20 @@ def snapshot(conn: Connection, schema: str) -> Snapshot:
     references = [tuple(row) for row in conn.execute(_FOREIGN_KEYS, {"s": schema})]
     state = _state(conn, schema, tables, sequences, hashed=set(tables))
     seeded = {t: _rows(conn, schema, t) for t in tables if state[t] is not None}
+    triggers = conn.execute(
+        text("SELECT 1 FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA = :s LIMIT 1"),
+        {"s": schema},
+    ).first()
     fresh = Snapshot(
-        _fingerprint(conn, schema, _TABLE_QUERIES),
+        _table_fingerprints(conn, schema, None),
         _fingerprint(conn, schema, _OTHER_QUERIES),
+        listing.kinds,
         children_first(tables, references),
         state,
         {t: listing.counters[t] for t in tables},
         sequences,
         seeded,
+        triggers is not None,
     )
     conn.rollback()
     return fresh
@@ -153,18 +164,26 @@ def restore(
 ) -> Listing | None:
     """Bring database ``schema`` back to ``fresh``: what ``information_schema.TABLES`` says of
     it now, to pass as ``known`` next time; None when that cannot be proven (drop it).
-    ``known``: the listing when the database was last proven equal to a fresh copy, or None."""
+    ``known``: the listing when the database was last proven equal to a fresh copy, or None.
+
+    A table's definition is read again (costly: the table is opened) only where it may have
+    changed: its ``CREATE_TIME`` moved, or was within a second of ``known``'s reading (an
+    ``ALTER`` in that same second would leave the time as it was); every table when ``known``
+    is None."""
     end_sessions(conn, schema)
     listing = _listing(conn, schema)
+    if listing.kinds != fresh.kinds:
+        return None
     if _fingerprint(conn, schema, _OTHER_QUERIES) != fresh.other_fingerprint:
         return None
-    unchanged = (
-        known is not None
-        and not known.recent
-        and listing.kinds == known.kinds
-        and listing.written == known.written
-    )
-    if not unchanged and _fingerprint(conn, schema, _TABLE_QUERIES) != fresh.tables_fingerprint:
+    if known is None:
+        check = set(listing.kinds)
+    else:
+        moved = {t for t in listing.written if listing.written[t] != known.written.get(t)}
+        check = moved | known.recent
+    if check and _table_fingerprints(conn, schema, check) != {
+        t: fresh.tables_fingerprint.get(t) for t in check
+    }:
         return None
     hashed = set(fresh.seeded)
     now = _state(conn, schema, list(fresh.tables), fresh.sequences, hashed=hashed)
@@ -175,14 +194,23 @@ def restore(
         for t in fresh.tables
         if now[t] != fresh.state[t] or listing.counters[t] != fresh.counters[t]
     }
-    if dirty:
-        _reset_tables(conn, schema, fresh, dirty)
-        after = _state(conn, schema, list(fresh.tables), fresh.sequences, hashed=hashed)
-        listing = _listing(conn, schema)
-        counters = {t: listing.counters[t] for t in fresh.tables}
-        if after != fresh.state or counters != fresh.counters:
-            return None
-    return listing
+    if not dirty:
+        return listing
+    _reset_tables(conn, schema, fresh, dirty)
+    # Without triggers, only the tables reset can have changed (TRUNCATE fires none).
+    proven = [t for t in fresh.tables if fresh.triggers or t in dirty]
+    after = _state(conn, schema, proven, fresh.sequences, hashed=hashed)
+    if any(after[t] != fresh.state[t] for t in [*proven, *fresh.sequences]):
+        return None
+    reread = _listing(conn, schema, dirty)
+    if any(reread.counters[t] != fresh.counters[t] for t in dirty):
+        return None
+    return Listing(
+        kinds=listing.kinds,
+        counters={**listing.counters, **reread.counters},
+        written={**listing.written, **reread.written},
+        recent=(listing.recent - dirty) | reread.recent,
+    )
 
 
 def _reset_tables(conn: Connection, schema: str, fresh: Snapshot, dirty: set[str]) -> None:
@@ -201,7 +229,7 @@ def _reset_tables(conn: Connection, schema: str, fresh: Snapshot, dirty: set[str
                 marks = ", ".join(["%s"] * len(rows[0]))
                 conn.exec_driver_sql(f"INSERT INTO {q(table)} ({columns}) VALUES ({marks})", rows)
         conn.commit()
-        counters = _listing(conn, schema).counters
+        counters = _listing(conn, schema, dirty).counters
         for table in sorted(dirty):
             wanted = fresh.counters[table]
             if wanted is not None and counters[table] != wanted:
@@ -226,15 +254,41 @@ def _fingerprint(conn: Connection, schema: str, queries: tuple[str, ...]) -> str
     return digest.hexdigest()
 
 
-def _listing(conn: Connection, schema: str) -> Listing:
-    rows = conn.execute(_TABLES, {"s": schema}).all()
+def _listing(conn: Connection, schema: str, only: set[str] | None = None) -> Listing:
+    """What ``information_schema.TABLES`` says of every table, or of the ``only`` ones (MariaDB
+    then opens only those)."""
+    if only is None:
+        rows = conn.execute(text(_TABLES), {"s": schema}).all()
+    else:
+        query = text(_TABLES + " AND TABLE_NAME IN :t").bindparams(bindparam("t", expanding=True))
+        rows = conn.execute(query, {"s": schema, "t": sorted(only)}).all()
     conn.rollback()
     return Listing(
         kinds={str(r[0]): str(r[1]) for r in rows},
         counters={str(r[0]): r[2] for r in rows},
         written={str(r[0]): r[3] for r in rows},
-        recent=any(bool(r[4]) for r in rows),
+        recent=frozenset(str(r[0]) for r in rows if r[4]),
     )
+
+
+def _table_fingerprints(conn: Connection, schema: str, only: set[str] | None) -> dict[str, str]:
+    """Per table (or view; only the ``only`` ones when given): a hash of its definition."""
+    found: dict[str, list[str]] = {}
+    for number, query in enumerate(_TABLE_QUERIES):
+        params: dict[str, Any] = {"s": schema}
+        statement = text(query)
+        if only is not None:
+            statement = text(f"{query} AND TABLE_NAME IN :t").bindparams(
+                bindparam("t", expanding=True)
+            )
+            params["t"] = sorted(only)
+        for row in conn.execute(statement, params).mappings():
+            found.setdefault(str(row["TABLE_NAME"]), []).append(f"{number} {tuple(row.values())!r}")
+    conn.rollback()
+    return {
+        table: hashlib.sha256("\n".join(sorted(rows)).replace(schema, "<db>").encode()).hexdigest()
+        for table, rows in found.items()
+    }
 
 
 def _state(

@@ -239,19 +239,62 @@ def backup_file(database: str, backup_dir: Path, label: str) -> Path | None:
     return target
 
 
+_SEAL_SUFFIX = ".fresh"
+"""Beside a pooled copy: its size and modification time when it was made."""
+
 _READY_SUFFIX = ".ready"
 """Beside a kept template's file: its mark; the template is published once both exist."""
+
+_SUFFIXES = (_READY_SUFFIX, _SEAL_SUFFIX, "", "-wal", "-shm", "-journal", ".migrate-lock")
+"""A database's files: dropped together."""
 
 
 class SqliteServer(DatabaseServer):
     """SQLite files in one directory; a copy is a file copy."""
 
     slow_drop = False
+    pool_proof = "seal"
 
     def __init__(self, directory: Path, drivername: str = "sqlite") -> None:
         self.directory = directory
         self.drivername = drivername
         directory.mkdir(parents=True, exist_ok=True)
+        self._held: dict[str, int] = {}
+        """``hold``'s lock files, open: the OS releases their locks if this process dies."""
+
+    def _stamp(self, name: str) -> str:
+        found = self.path(name).stat()
+        return f"{found.st_size} {found.st_mtime_ns} {found.st_ino}"
+
+    def seal(self, name: str) -> None:
+        seal = self.path(name).with_name(self.path(name).name + _SEAL_SUFFIX)
+        seal.write_text(self._stamp(name))
+
+    def sealed(self, name: str) -> bool:
+        seal = self.path(name).with_name(self.path(name).name + _SEAL_SUFFIX)
+        try:
+            return seal.read_text() == self._stamp(name)
+        except FileNotFoundError:
+            return False
+
+    def hold(self, name: str) -> bool:
+        handle = os.open(self.directory / f"{name}.hold", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            return False
+        self._held[name] = handle
+        return True
+
+    def let_go(self, name: str) -> None:
+        handle = self._held.pop(name, None)
+        if handle is not None:
+            os.close(handle)  # closing the file releases its lock
+
+    def close(self) -> None:
+        for name in list(self._held):
+            self.let_go(name)
 
     def path(self, name: str) -> Path:
         return self.directory / f"{name}.sqlite"
@@ -278,7 +321,7 @@ class SqliteServer(DatabaseServer):
 
     def drop(self, name: str) -> None:
         main = self.path(name)
-        for suffix in (_READY_SUFFIX, "", "-wal", "-shm", "-journal", ".migrate-lock"):
+        for suffix in _SUFFIXES:
             main.with_name(main.name + suffix).unlink(missing_ok=True)
 
     def identity(self) -> str:

@@ -34,6 +34,7 @@ from ..core.engine import migrate
 from ..core.errors import DatabaseUnavailable
 from ..core.result import MigrationResult
 from ..core.settings import MigrateSettings
+from .pool import WarmPool, drop_other_pools, drop_pool, is_slot
 from .reuse import ReusedCopies
 from .server_choice import server_url
 from .server_errors import server_failure
@@ -101,6 +102,11 @@ class Janitor:
 
     def _new_name(self, label: str | None = None) -> str:
         return f"{self._stem}_{label or next(self._numbers)}"
+
+    @property
+    def folder(self) -> Path | None:
+        """Where this project's test state is kept between runs (pytest's cache folder)."""
+        return None if self._kept_list is None else self._kept_list.parent
 
     def drop_stale(self) -> list[str]:
         """Drop databases left by dead processes of this host (a crashed or killed run)."""
@@ -216,16 +222,30 @@ class Janitor:
                 self.drop(building)
                 raise
             self._live.discard(building)
+            drop_pool(self.server, final, self.folder)  # of an earlier build of this key
+            drop_other_pools(self.server, family, final)
             for old in self.server.names():
-                if old.startswith(f"{family}_") and old != final:
+                if old.startswith(f"{family}_") and old != final and not is_slot(old):
                     self.server.drop(old)
         return MigratedTemplate(self, final, self.server.url(final), result)
 
     def reused_copies(self, template: str) -> ReusedCopies:
-        """This process's copies of ``template``, reset between tests where the server can."""
+        """This process's copies of ``template``, reset between tests where the server can,
+        taken from and left in its warm pool."""
         if template not in self._reused:
-            self._reused[template] = ReusedCopies(self, template)
+            pool = WarmPool(self.server, template, self.folder, self.kept())
+            self._reused[template] = ReusedCopies(self, template, pool)
         return self._reused[template]
+
+    def copy_into(self, template: str, name: str) -> None:
+        """Copy ``template`` to ``name`` (a pool's slot this process holds), alive until
+        ``release``, ``drop_soon`` or ``close``."""
+        self._live.add(name)
+        self.server.copy(template, name)
+
+    def release(self, name: str) -> None:
+        """Leave ``name`` on the server when this janitor closes (given back to the pool)."""
+        self._live.discard(name)
 
     def copy_kept(self, template: str) -> tuple[str, str]:
         """A new copy of ``template`` that lives until ``drop_soon`` or ``close``: its name

@@ -8,6 +8,11 @@ replaced by a new copy. Both happen in a background thread, on one of two databa
 next test runs on the other: a test waits only when the previous one took less time than a
 reset. Where the server has no ``snapshot`` (SQLite, whose copy is a file copy), every test gets
 a new copy, made on the spot.
+
+Databases come first from the template's warm pool (``pool.WarmPool``), proven clean before a
+test gets one; copies go into free slots of the pool. When the run ends, its databases, reset
+and proven clean after their last test, stay in the pool for the next run; SQLite's are used
+once, so the pool gets fresh file copies instead.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from contextlib import contextmanager, suppress
 from typing import Protocol
 
 from ..backends.base import DatabaseServer
+from .pool import WarmPool
 
 
 class Copier(Protocol):
@@ -27,6 +33,10 @@ class Copier(Protocol):
     server: DatabaseServer
 
     def copy_kept(self, template: str) -> tuple[str, str]: ...
+
+    def copy_into(self, template: str, name: str) -> None: ...
+
+    def release(self, name: str) -> None: ...
 
     def drop(self, name: str) -> None: ...
 
@@ -38,9 +48,10 @@ class Copier(Protocol):
 class ReusedCopies:
     """Copies of ``template`` lent to one test at a time (one instance per process)."""
 
-    def __init__(self, copier: Copier, template: str) -> None:
+    def __init__(self, copier: Copier, template: str, pool: WarmPool) -> None:
         self._copier = copier
         self._template = template
+        self.pool = pool
         self._fresh: object | None = None
         self._coming: deque[Future[str]] = deque()
         """Databases being reset or copied, each ready for a test once done."""
@@ -61,6 +72,8 @@ class ReusedCopies:
         finally:
             if keep is not None and keep():
                 self._copier.keep(name)
+                if name in self.pool.held:
+                    self.pool.give_back(name)  # the kept list keeps other runs off it
             else:
                 self._give_back(name)
 
@@ -73,21 +86,58 @@ class ReusedCopies:
     def _take(self) -> str:
         if self._coming:
             return self._coming.popleft().result()
-        name = self._copy()
+        name = self._obtain()
         if self._fresh is not None:  # a second database, reset while the other is in use
-            self._coming.append(self._submit(self._copy))
+            self._coming.append(self._submit(self._obtain))
         return name
 
+    def _obtain(self) -> str:
+        """A database in a fresh copy's state: a pooled one proven so, else a new copy."""
+        server = self._copier.server
+        if server.pool_proof == "restore" and self._fresh is None:
+            self._fresh = self.pool.load_snapshot()
+            if self._fresh is None:
+                return self._copy()  # nothing to prove a pooled database against: a copy first
+        while server.pool_proof is not None and (slot := self.pool.claim()) is not None:
+            if server.pool_proof == "seal":
+                clean = server.sealed(slot)
+            else:
+                clean = self._fresh is not None and server.restore(slot, self._fresh)
+            if clean:
+                self.pool.taken += 1
+                return slot
+            self._discard(slot)  # not provably clean: dropped, the slot free again
+        return self._copy()
+
+    def _discard(self, slot: str) -> None:
+        self._copier.release(slot)
+        self.pool.discard(slot)
+
     def _copy(self) -> str:
-        name, _url = self._copier.copy_kept(self._template)
+        restores = self._copier.server.pool_proof == "restore"
+        slot = self.pool.free_slot() if restores else None
+        if slot is None:
+            name, _url = self._copier.copy_kept(self._template)
+        else:
+            name = slot
+            try:
+                self._copier.copy_into(self._template, slot)
+            except BaseException:
+                self._discard(slot)
+                raise
         self.copies += 1
-        if self.copies == 1:
+        if self._fresh is None:
             self._fresh = self._copier.server.snapshot(name)
+            if self._fresh is not None:
+                self.pool.save_snapshot(self._fresh)
         return name
 
     def _give_back(self, name: str) -> None:
         if self._fresh is None:
-            self._copier.drop_soon(name)
+            if name in self.pool.held:  # dropped at once, before its slot is let go
+                self._discard(name)
+            else:
+                self._copier.drop_soon(name)
             return
         self._coming.append(self._submit(self._recycle, name))
 
@@ -96,8 +146,11 @@ class ReusedCopies:
         if self._copier.server.restore(name, self._fresh):
             self.reuses += 1
             return name
-        self._copier.drop(name)
-        return self._copy()
+        if name in self.pool.held:
+            self._discard(name)
+        else:
+            self._copier.drop(name)
+        return self._obtain()
 
     def _submit(self, task: Callable[..., str], *args: str) -> Future[str]:
         if self._background is None:
@@ -105,9 +158,35 @@ class ReusedCopies:
         return self._background.submit(task, *args)
 
     def close(self) -> None:
-        """Let the work under way end (the janitor then drops every database it made)."""
-        self.settle()
+        """Let the work under way end; leave the pooled databases proven clean in the pool
+        (the janitor then drops every other database it made), and give SQLite's pool fresh
+        copies for the next run."""
+        ready = []
+        for coming in list(self._coming):
+            with suppress(Exception):
+                ready.append(coming.result())
         self._coming.clear()
         if self._background is not None:
             self._background.shutdown()
             self._background = None
+        for name in ready:
+            if name in self.pool.held:
+                self._copier.release(name)
+                self.pool.give_back(name)
+        if self._copier.server.pool_proof == "seal":
+            self._refill(max(1, self.pool.taken))
+        for name in list(self.pool.held):  # held but not proven clean: not worth keeping
+            self._discard(name)
+
+    def _refill(self, count: int) -> None:
+        """Copy the template into ``count`` free slots, sealed: the next run's first databases."""
+        for _ in range(count):
+            slot = self.pool.free_slot()
+            if slot is None:
+                return
+            try:
+                self._copier.copy_into(self._template, slot)
+                self._copier.server.seal(slot)
+                self._copier.release(slot)
+            finally:
+                self.pool.give_back(slot)
