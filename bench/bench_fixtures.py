@@ -15,12 +15,15 @@ shared machine hits both alike. Two histories: ``tables`` (revision k creates ta
 schema grows with the revisions) and ``columns`` (ten tables, every later revision adds a
 column: the schema's size stays put), to show what a test database's cost follows.
 
+``--rerun``: instead, a run's setup up to its first test's database (template and first
+database), first run against second run, in-process, at ``--sizes`` (200 by default there).
+
 ``--slope``: instead, the per-test cost of ``migrated_database_url`` as the slope between a
 suite of 10 tests and one of 40 (fixed costs, the first copy and the last reset, cancel out),
 against upgrade-per-test, at ``--sizes`` (200 by default there), history ``tables``.
 
 Run: ``python bench/bench_fixtures.py [--repeat 5] [--sizes 10,50,200]
-[--backends sqlite,postgresql,mariadb] [--shapes tables,columns] [--slope]``.
+[--backends sqlite,postgresql,mariadb] [--shapes tables,columns] [--slope] [--rerun]``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from bench._common import machine, median_ms, table, write_history
 from fastapi_migrate import MigrateSettings
 from fastapi_migrate.backends.drivers import sync_url
 from fastapi_migrate.testing.janitor import Janitor, MigratedTemplate, database_server
+from fastapi_migrate.testing.pool import drop_pool
 from fastapi_migrate.testing.rollback import WorkerDatabase
 from tests.support import MARIADB_SERVER, PG_SERVER, server_problem
 
@@ -199,15 +203,17 @@ def slope(backend: str, size: int, repeat: int, work: Path) -> list[str]:
     root.mkdir()
     with contextlib.redirect_stdout(io.StringIO()):
         location = write_history(root, size)
-    janitor = Janitor(database_server(SERVERS[backend], root / "databases"))
+    folder = root / "databases"
+    janitor = Janitor(database_server(SERVERS[backend], folder), kept_list=folder / "kept.txt")
     settings = MigrateSettings(database_url="sqlite://", script_location=str(location))
     template = janitor.kept_template(settings, run="slope")
     try:
 
         def suite(count: int) -> float:
-            """Seconds for ``count`` tests in a row, as a fresh process's suite: new copies,
-            resets in the background, every drop and reset waited for at the end."""
-            suite_janitor = Janitor(janitor.server)
+            """Seconds for ``count`` tests in a row, as a fresh process's suite: databases
+            from the warm pool (or copies), resets in the background, every drop and reset
+            waited for at the end."""
+            suite_janitor = Janitor(janitor.server, kept_list=folder / "kept.txt")
             started = time.perf_counter()
             try:
                 for _ in range(count):
@@ -231,10 +237,51 @@ def slope(backend: str, size: int, repeat: int, work: Path) -> list[str]:
             upgrade()
             upgrades.append(time.perf_counter() - started)
     finally:
+        drop_pool(janitor.server, template.name, folder)
         janitor.close()
         janitor.server.drop(template.name)
     up, per_test = median_ms(upgrades), median_ms(slopes)
     return [backend, str(size), f"{up:.1f}", f"{per_test:.2f}", f"{up / per_test:.1f}x"]
+
+
+def rerun(backend: str, size: int, repeat: int, work: Path) -> list[str]:
+    """A run's setup up to its first test's database, in-process (imports done): the first
+    run's (migrates the template, copies it) against a second run's (finds the template kept,
+    takes a database from the warm pool and proves it clean)."""
+    root = work / f"rerun-{backend}-{size}"
+    root.mkdir()
+    with contextlib.redirect_stdout(io.StringIO()):
+        location = write_history(root, size)
+    settings = MigrateSettings(database_url="sqlite://", script_location=str(location))
+    folder = root / "databases"
+    server = database_server(SERVERS[backend], folder)
+    firsts, seconds, name = [], [], ""
+    try:
+        for round_ in range(repeat):
+            times = []
+            for run in ("first", "second"):
+                janitor = Janitor(server, kept_list=folder / "kept.txt")
+                started = time.perf_counter()
+                template = janitor.kept_template(
+                    settings, run=f"{run}-{round_}", rebuild=run == "first"
+                )
+                with template.copy() as url:
+                    times.append(time.perf_counter() - started)
+                    committed_write(url)
+                copies = janitor.reused_copies(template.name)
+                if run == "second":
+                    assert template.result is None and copies.copies == 0, "a rerun copied"
+                janitor.drop_all()
+                name = template.name
+            firsts.append(times[0])
+            seconds.append(times[1])
+    finally:
+        if name:
+            drop_pool(server, name, folder)
+            server.drop(name)
+        server.close()
+    first, second = median_ms(firsts), median_ms(seconds)
+    return [backend, str(size), f"{first:.0f}", f"{second:.1f}", f"{second / first:.3f}"]
 
 
 def main() -> None:
@@ -244,10 +291,27 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql,mariadb")
     parser.add_argument("--shapes", default="tables,columns")
     parser.add_argument("--slope", action="store_true")
+    parser.add_argument("--rerun", action="store_true")
     args = parser.parse_args()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("fastapi_migrate").setLevel(logging.WARNING)
     print(machine())
+    if args.rerun:
+        rerun_rows = []
+        with tempfile.TemporaryDirectory(prefix="bench-rerun-") as tmp:
+            for backend in args.backends.split(","):
+                server = SERVERS[backend]
+                if server and server_problem(server):
+                    print(f"skipping {backend}: {server_problem(server)}")
+                    continue
+                for size in (int(s) for s in (args.sizes or "200").split(",")):
+                    rerun_rows.append(rerun(backend, size, args.repeat, Path(tmp)))
+                    print("  " + " | ".join(rerun_rows[-1]), flush=True)
+        print()
+        headers = ["backend", "revisions", "first run: template + first database (ms)",
+                   "second run: the same (ms)", "second / first"]  # fmt: skip
+        print(table(headers, rerun_rows))
+        return
     if args.slope:
         slope_rows = []
         with tempfile.TemporaryDirectory(prefix="bench-slope-") as tmp:

@@ -85,8 +85,12 @@ class WarmPool:
         if path is None:
             return
         partial = path.with_name(f"{path.name}.{os.getpid()}")
-        partial.write_bytes(pickle.dumps(fresh))
-        os.replace(partial, path)  # a reader sees the old file or the new one, whole
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(pickle.dumps(fresh))
+            os.replace(partial, path)  # a reader sees the old file or the new one, whole
+        except OSError as error:  # a read-only cache: the next run copies once more
+            log.debug("the warm pool's snapshot was not saved: %s", error)
 
     def claim(self) -> str | None:
         """A slot holding a database, now held by this process (prove it before use); None
