@@ -14,7 +14,7 @@ from .support import add_revision, to_async
 pytest_plugins = ["pytester", "tests.plugin_fixtures"]
 
 REPO = Path(__file__).parent.parent
-RECIPES = REPO / "docs" / "recipes"
+RECIPES = REPO / "docs" / "examples" / "testing"
 NAMES = ["get_db_override", "engine_at_import", "engine_in_lifespan", "async_session"]
 ITEMS = """\
 op.create_table(
