@@ -26,10 +26,11 @@ install_wheel() {
     2> >(quiet_pip >&2)
 }
 
-# copy_suite DIR: the tests and what they need, away from the checkout's fastapi_migrate/.
+# copy_suite DIR: the tests and what they need (docs/: the examples they run), away from the
+# checkout's fastapi_migrate/.
 copy_suite() {
   mkdir -p "$1"
-  cp -R tests example_app pyproject.toml README.md "$1/"
+  cp -R tests example_app docs pyproject.toml README.md "$1/"
   find "$1" -name __pycache__ -prune -exec rm -rf {} +
 }
 

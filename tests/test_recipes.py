@@ -1,6 +1,6 @@
-"""The README's recipes for an app's own engine in tests (issue 23): each is a folder in
-docs/recipes (an app and its conftest.py), run here by a real inner pytest on a user's
-project, on SQLite, PostgreSQL and MariaDB; the README shows each conftest.py as it is."""
+"""The recipes of docs/testing.md for an app's own engine in tests (issue 23): each is a folder
+in docs/examples/testing (an app and its conftest.py), run here by a real inner pytest on a
+user's project, on SQLite, PostgreSQL and MariaDB; the guide includes each file as it is."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .support import add_revision, to_async
 pytest_plugins = ["pytester", "tests.plugin_fixtures"]
 
 REPO = Path(__file__).parent.parent
-RECIPES = REPO / "docs" / "recipes"
+RECIPES = REPO / "docs" / "examples" / "testing"
 NAMES = ["get_db_override", "engine_at_import", "engine_in_lifespan", "async_session"]
 ITEMS = """\
 op.create_table(
@@ -71,6 +71,7 @@ def test_the_async_recipe_needs_expire_on_commit_false(
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_the_readme_shows_the_recipe_as_it_is(name: str) -> None:
-    readme = (REPO / "README.md").read_text()
-    assert (RECIPES / name / "conftest.py").read_text() in readme, f"docs/recipes/{name}"
+def test_the_guide_includes_the_recipe_as_it_is(name: str) -> None:
+    guide = (REPO / "docs" / "testing.md").read_text()
+    for file in ("app.py", "conftest.py"):
+        assert f'--8<-- "docs/examples/testing/{name}/{file}"' in guide, f"{name}/{file}"

@@ -1,4 +1,5 @@
 from collections.abc import Iterator
+from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI
@@ -14,7 +15,7 @@ def get_db() -> Iterator[Session]:
 
 
 @app.post("/items/{name}", status_code=201)
-def add(name: str, db: Session = Depends(get_db)) -> dict[str, int]:
+def add(name: str, db: Annotated[Session, Depends(get_db)]) -> dict[str, int]:
     row = db.execute(sa.text("INSERT INTO items (name) VALUES (:n) RETURNING id"), {"n": name})
     new_id = row.scalar_one()
     db.commit()
@@ -22,5 +23,5 @@ def add(name: str, db: Session = Depends(get_db)) -> dict[str, int]:
 
 
 @app.get("/items")
-def items(db: Session = Depends(get_db)) -> list[str]:
+def items(db: Annotated[Session, Depends(get_db)]) -> list[str]:
     return list(db.execute(sa.text("SELECT name FROM items ORDER BY id")).scalars())

@@ -22,7 +22,9 @@ async def client(migrated_async_connection):  # tests marked @pytest.mark.anyio
 
     app.dependency_overrides[get_session] = session_on_the_test_connection
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app):  # the app's lifespan, on the test's database
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+    async with (
+        app.router.lifespan_context(app),  # the app's lifespan, on the test's database
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        yield client
     app.dependency_overrides.clear()

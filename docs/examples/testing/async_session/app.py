@@ -1,4 +1,5 @@
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import Depends, FastAPI
 from sqlalchemy import String, select
@@ -27,7 +28,7 @@ async def get_session() -> AsyncIterator[AsyncSession]:
 
 
 @app.post("/items/{name}", status_code=201)
-async def add(name: str, session: AsyncSession = Depends(get_session)) -> dict[str, int]:
+async def add(name: str, session: Annotated[AsyncSession, Depends(get_session)]) -> dict[str, int]:
     item = Item(name=name)
     session.add(item)
     await session.commit()
@@ -35,5 +36,5 @@ async def add(name: str, session: AsyncSession = Depends(get_session)) -> dict[s
 
 
 @app.get("/items")
-async def items(session: AsyncSession = Depends(get_session)) -> list[str]:
+async def items(session: Annotated[AsyncSession, Depends(get_session)]) -> list[str]:
     return list((await session.scalars(select(Item.name).order_by(Item.id))).all())
