@@ -2,6 +2,7 @@
 
     python bench/reliability_report.py            # the default rounds (what CI runs)
     python bench/reliability_report.py --heavy    # the full rounds: 20 per scenario
+    python bench/reliability_report.py --heavy --lease  # the same rounds with MIGRATE_LOCK=lease
 
 The tests record each scenario's rounds, failures, lost rows and harness errors
 (``FM_RELIABILITY_REPORT``); pytest's JUnit file gives the pass/fail of every other test.
@@ -30,6 +31,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "reliability.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+LEASE_START, LEASE_END = "<!-- lease:start -->", "<!-- lease:end -->"
+LEASE_FILES = [
+    "tests/test_reliability_stampede.py",
+    "tests/test_reliability_kill.py",
+    "tests/test_reliability_lock_loss.py",
+]
+"""The scenarios parametrized by the lock (``tests/reliability_helpers.LOCKS``)."""
 FILES = [
     "tests/test_reliability_stampede.py",
     "tests/test_reliability_kill.py",
@@ -41,15 +49,16 @@ FILES = [
 ]
 
 
-def run_suite(heavy: bool, workers: int, scratch: Path) -> tuple[int, float]:
-    """Run pytest once; its exit code and wall time."""
+def run_suite(heavy: bool, workers: int, scratch: Path, lease: bool) -> tuple[int, float]:
+    """Run pytest once (``lease``: only the lease's rounds); its exit code and wall time."""
     env = {**os.environ, "FM_RELIABILITY_REPORT": str(scratch / "rounds.jsonl")}
     env.pop("FM_HEAVY", None)
     command = [
         sys.executable,
         "-m",
         "pytest",
-        *FILES,
+        *(LEASE_FILES if lease else FILES),
+        *(["-k", "lease"] if lease else []),
         "-q",
         "-p",
         "no:randomly",
@@ -66,8 +75,9 @@ def run_suite(heavy: bool, workers: int, scratch: Path) -> tuple[int, float]:
 
 def rounds_table(path: Path) -> list[str]:
     rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    order = ["sqlite", "postgresql", "mariadb"]
     rows.sort(
-        key=lambda r: (r["scenario"], ["sqlite", "postgresql", "mariadb"].index(r["database"]))
+        key=lambda r: (r["scenario"], order.index(r["database"].split(",")[0]), r["database"])
     )
     lines = [
         "| scenario | database | runs | failures | data lost | harness errors | note |",
@@ -118,18 +128,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--heavy", action="store_true", help="the full rounds (20 each)")
     parser.add_argument("-n", type=int, default=2, help="pytest-xdist workers (default 2)")
+    parser.add_argument(
+        "--lease",
+        action="store_true",
+        help="only the rounds with MIGRATE_LOCK=lease, into the page's second table",
+    )
     args = parser.parse_args()
+    start, end = (LEASE_START, LEASE_END) if args.lease else (START, END)
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         load_before = os.getloadavg()[0]
-        code, wall = run_suite(args.heavy, args.n, scratch)
+        code, wall = run_suite(args.heavy, args.n, scratch, args.lease)
         tests, totals = tests_table(scratch / "junit.xml")
         rounds = rounds_table(scratch / "rounds.jsonl")
     shared = ": the machine was shared" if load_before > (os.cpu_count() or 1) / 2 else ""
     kind = "--heavy (full rounds)" if args.heavy else "default rounds (as CI runs them)"
+    flags = (" --heavy" if args.heavy else "") + (" --lease" if args.lease else "")
     block = [
-        START,
-        f"Run: `python bench/reliability_report.py{' --heavy' if args.heavy else ''}`, "
+        start,
+        f"Run: `python bench/reliability_report.py{flags}`, "
         f"{kind}, {time.strftime('%Y-%m-%d')}, on {os.cpu_count()} cores "
         f"({platform.python_implementation()} {platform.python_version()}, load average "
         f"{load_before:.1f} at the start{shared}), {wall / 60:.1f} minutes. "
@@ -139,11 +156,11 @@ def main() -> int:
         *rounds,
         "",
         *tests,
-        END,
+        end,
     ]
     text = DOC.read_text()
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
     DOC.write_text(head + "\n".join(block) + tail)
     print("\n".join(block))
     return code
