@@ -42,6 +42,36 @@ _CONNECT_TIMEOUT_ARGS = {
 _AUTOCOMMIT_ON_CONNECT = ("pymysql", "mysqldb")
 
 
+def check_dialect(url: URL, variable: str = "DATABASE_URL") -> None:
+    """That SQLAlchemy has a dialect for ``url``, as ``Database`` would find; the driver itself
+    is not imported (``lint A:B`` renders offline and may never connect)."""
+    try:
+        url.get_dialect()
+    except exc.NoSuchModuleError as error:
+        raise driver_error(url, variable, error) from None
+
+
+def driver_error(url: URL, variable: str, error: Exception) -> ConfigurationError:
+    """What to say when SQLAlchemy has no dialect for ``url``, or its driver is missing."""
+    if isinstance(error, exc.NoSuchModuleError):
+        if url.get_backend_name() == "cockroachdb":
+            return ConfigurationError(
+                f"{variable}: the CockroachDB dialect is not installed for "
+                f"{mask_url(url)}: pip install sqlalchemy-cockroachdb (the migration "
+                "lock there is a lease in a table, chosen by itself)"
+            )
+        return ConfigurationError(
+            f"{variable}: unknown database driver {url.drivername!r} in {mask_url(url)}"
+        )
+    name = error.name if isinstance(error, ImportError) else None
+    extra = EXTRAS.get(url.get_backend_name(), "async")
+    hint = missing_driver_hint(url, name)
+    return ConfigurationError(
+        f"{variable}: the driver for {url.drivername!r} is not installed ({name or error})"
+        + (hint or f"; pip install 'fastapi-migrate-on-startup[{extra}]' or the driver itself")
+    )
+
+
 class Database:
     """One database, reached through a NullPool engine; closes everything it opened."""
 
@@ -74,28 +104,8 @@ class Database:
                 self.engine = create_engine(
                     self.url, poolclass=pool.NullPool, pool_reset_on_return=None
                 )
-        except exc.NoSuchModuleError:
-            if self.url.get_backend_name() == "cockroachdb":
-                raise ConfigurationError(
-                    f"{variable}: the CockroachDB dialect is not installed for "
-                    f"{mask_url(self.url)}: pip install sqlalchemy-cockroachdb (the migration "
-                    "lock there is a lease in a table, chosen by itself)"
-                ) from None
-            raise ConfigurationError(
-                f"{variable}: unknown database driver {self.url.drivername!r} in "
-                f"{mask_url(self.url)}"
-            ) from None
-        except ImportError as error:
-            extra = EXTRAS.get(self.url.get_backend_name(), "async")
-            hint = missing_driver_hint(self.url, error.name)
-            raise ConfigurationError(
-                f"{variable}: the driver for {self.url.drivername!r} is not installed "
-                f"({error.name or error})"
-                + (
-                    hint
-                    or f"; pip install 'fastapi-migrate-on-startup[{extra}]' or the driver itself"
-                )
-            ) from None
+        except (exc.NoSuchModuleError, ImportError) as error:
+            raise driver_error(self.url, variable, error) from None
         self.backend: Backend = backend_for(self.dialect_name)
         self.backend.check_url(self.url, variable)
         self.backend.engine_created(self.engine)

@@ -13,7 +13,7 @@ import logging
 import sys
 import traceback
 from importlib.metadata import PackageNotFoundError, version
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from alembic.util import CommandError
 
@@ -36,6 +36,15 @@ def _version() -> str:
         return version("fastapi-migrate-on-startup")
     except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
         return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: the installed version, read only when asked (reading the package's
+    metadata costs every command several milliseconds)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        print(f"{parser.prog} {_version()}")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         f"Help on a command: {PROG} COMMAND --help",
         parents=[common],
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--version", action=_VersionAction, nargs=0, help="show the version and exit"
+    )
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for cmd in COMMANDS:
         sub = subcommands.add_parser(

@@ -5,6 +5,10 @@ raises the ``MigrationError`` family or Alembic's ``CommandError``, which ``cli.
 one line on stderr. The work itself is Alembic's ``command`` functions and the core (``migrate``
 and its planning, ``VersionTable``, ``migration_lock``). With ``MIGRATE_TREES``, ``current`` and
 ``check`` cover every tree; the commands that act on one tree take ``--tree NAME``.
+
+What only some commands need (the engine, the lock, the schema comparison) is imported in them:
+every command pays for what is imported here, and ``lint`` is timed against ``alembic upgrade
+--sql``.
 """
 
 from __future__ import annotations
@@ -18,20 +22,16 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.script.revision import ResolutionError
 from alembic.util import CommandError
-from sqlalchemy import MetaData
 
 from ..backends import backend_for
-from ..backends.database import Database
 from ..backends.drivers import parse_url
-from ..core import progress
-from ..core.engine import Start, migrate
 from ..core.errors import (
     ConfigurationError,
     MigrationError,
@@ -40,17 +40,17 @@ from ..core.errors import (
     UnknownRevision,
     UnversionedDatabase,
 )
-from ..core.lock import guarded_commits, migration_lock
-from ..core.metadata import resolve_metadata
 from ..core.plan import format_revisions, plan_migration
 from ..core.redaction import error_line
 from ..core.settings import MigrateSettings, url_optional
 from ..core.version_table import DatabaseState, VersionTable, read_states
 from ..glue.config import alembic_config, declares_tool_alembic, load_scripts
 from ..glue.logging_guard import preserved_logging
-from ..glue.run import run_on_connection
-from ..glue.schema_diff import schema_differences
-from .lint_command import run_lint
+
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+
+    from ..backends.database import Database
 
 AlembicCall = Callable[[Config, argparse.Namespace], object]
 
@@ -118,6 +118,8 @@ def scripts(settings: MigrateSettings) -> tuple[Config, ScriptDirectory]:
 @contextmanager
 def database(settings: MigrateSettings, *, write: bool) -> Iterator[Database]:
     """The database, reached with the same retry and backoff as a starting app."""
+    from ..backends.database import Database
+
     variable = "MIGRATE_DATABASE_URL" if write and settings.migrate_database_url else "DATABASE_URL"
     db = Database(require_url(settings, write=write), variable=variable)
     try:
@@ -209,6 +211,9 @@ def _offline_start(
 
 def upgrade(inv: Invocation) -> int:
     """Exactly the startup path: lock, baseline, empty database, unknown revision, heads."""
+    from ..core import progress
+    from ..core.engine import migrate
+
     a = inv.args
     if a.sql:
         return offline(inv, "upgrade", a.revision)
@@ -241,6 +246,9 @@ def change(verb: str, call: AlembicCall) -> Callable[[Invocation], int]:
     connection; says where the database went, or where a failure left it."""
 
     def run(inv: Invocation) -> int:
+        from ..core.lock import guarded_commits, migration_lock
+        from ..glue.run import run_on_connection
+
         a = inv.args
         if getattr(a, "sql", False):
             return offline(inv, "downgrade", a.revision)
@@ -308,6 +316,8 @@ def listing(call: AlembicCall) -> Callable[[Invocation], int]:
 
 def lint(inv: Invocation) -> int:
     """The findings of the pending revisions (or of ``A:B``); exit 1 when one counts."""
+    from .lint_command import run_lint
+
     _, settings = inv.tree_settings("lint")
     return run_lint(settings, inv.args.rev_range, inv.args.format)
 
@@ -340,6 +350,9 @@ def current(inv: Invocation) -> int:
 
 def revision(inv: Invocation) -> int:
     """A new revision file; ``--autogenerate`` compares the models with the database."""
+    from ..core.metadata import resolve_metadata
+    from ..glue.run import run_on_connection
+
     a = inv.args
     if a.merge and a.autogenerate:
         raise ConfigurationError("revision: --merge and --autogenerate do not go together")
@@ -375,6 +388,9 @@ def _database_problems(
 ) -> tuple[list[str], str]:
     """What ``check`` finds wrong with the database, planned as a starting app plans it
     (baseline, unknown revision, several heads), and the revisions it compared against."""
+    from ..core.engine import Start
+    from ..glue.schema_diff import schema_differences
+
     with Start(settings.model_copy(update={"mode": "check"}), metadata) as start:
         start.db.wait_until_reachable(settings.connect_timeout)
         try:
@@ -401,6 +417,8 @@ def _database_problems(
 def check(inv: Invocation) -> int:
     """Exit 1, saying what differs, unless every tree is at its target and the database
     matches the models."""
+    from ..core.metadata import resolve_metadata
+
     settings = inv.settings()
     for _, narrowed in settings.each_tree():
         scripts(narrowed)

@@ -4,6 +4,9 @@ No range: the revisions pending on the configured database, against its tables (
 sizes). ``A:B``: the revisions after A up to B, against the tables the history has at A (the
 database, when it answers, only gives sizes; nothing is migrated). A database that does not
 answer: every revision, each on its own, and the output says so.
+
+``A:B`` renders offline: the URL gives the dialect, and the database is reached (its driver
+imported) only when a finding names a table whose size it can tell.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..backends import backend_for
-from ..backends.database import Database
+from ..backends.database import Database, check_dialect
+from ..backends.drivers import parse_url
 from ..core.errors import ConfigurationError, MigrationError
 from ..core.plan import plan_migration
 from ..core.redaction import error_line
@@ -37,14 +41,14 @@ def run_lint(settings: MigrateSettings, rev_range: str | None, output: str) -> i
             "DATABASE_URL or pass --database-url; it need not be reachable)"
         )
     script = load_scripts(alembic_config(settings))
-    db = Database(url, connect_timeout=min(settings.connect_timeout, 10.0))
-    try:
-        if rev_range is not None:
-            report = _range(script, db, rev_range)
-        else:
+    if rev_range is not None:
+        report = _range(script, url, settings, rev_range)
+    else:
+        db = _database(url, settings)
+        try:
             report = _pending(script, db, settings)
-    finally:
-        db.dispose()
+        finally:
+            db.dispose()
     if output == "json":
         print(report.json())
         for note in report.notes:
@@ -55,7 +59,13 @@ def run_lint(settings: MigrateSettings, rev_range: str | None, output: str) -> i
     return 1 if report.blocking else 0
 
 
-def _range(script: ScriptDirectory, db: Database, rev_range: str) -> Report:
+def _database(url: str, settings: MigrateSettings) -> Database:
+    return Database(url, connect_timeout=min(settings.connect_timeout, 10.0))
+
+
+def _range(script: ScriptDirectory, url: str, settings: MigrateSettings, rev_range: str) -> Report:
+    parsed = parse_url(url)
+    check_dialect(parsed)
     lower, sep, upper = rev_range.partition(":")
     if not sep or not upper:
         raise ConfigurationError(
@@ -67,11 +77,16 @@ def _range(script: ScriptDirectory, db: Database, rev_range: str) -> Report:
         before = _upgrade_order(script, lower, "base") if lower != "base" else []
     except (CommandError, RevisionError) as error:
         raise ConfigurationError(f"lint {rev_range}: {error}") from None
-    report = lint(script, revisions, db.url.get_backend_name(), set(), before=before)
+    report = lint(script, revisions, parsed.get_backend_name(), set(), before=before)
+    if not any(f.table for f in report.findings):
+        return report  # no size to read: no connection, no driver imported
+    db = _database(url, settings)
     try:
         db.run(lambda c: add_sizes(report, c, None))
     except (SQLAlchemyError, OSError, MigrationError):
         report.notes.append("the database did not answer: no table sizes")
+    finally:
+        db.dispose()
     return report
 
 

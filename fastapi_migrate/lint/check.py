@@ -10,7 +10,6 @@ the revisions before it created count as existing).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection
@@ -131,7 +130,8 @@ def _text(path: str | None) -> str:
     if not path:
         return ""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as file:
+            return file.read()
     except (OSError, UnicodeDecodeError):
         return ""
 

@@ -16,7 +16,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Literal
 
@@ -157,8 +156,12 @@ class Renderer:
         """What ``revision``'s ``upgrade()`` executes."""
         rendered = Rendered(revision)
         self._current = rendered
-        path = revision.path
-        self._paths = {path, str(Path(path).resolve())} if path else set()
+        # The file names its frames run under (no resolve(): it costs a system call per path
+        # component, for each revision): the path, and the upgrade's code, the same but for a
+        # sourceless (.pyc) revision.
+        code = getattr(getattr(revision.module, "upgrade", None), "__code__", None)
+        names = (revision.path, getattr(code, "co_filename", None))
+        self._paths = {name for name in names if isinstance(name, str) and name}
         self.context.in_autocommit = False
         self.operations._install_proxy()
         try:

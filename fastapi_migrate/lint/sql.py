@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 
-_DOLLAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
+# Where the scanner has work (comments, literals, quoted names, dollar quotes, the end of a
+# statement): the text between two of them is copied as it is.
+_SPECIAL = re.compile(r"--|/\*|['\"`;]|\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
 
 
 def statements(sql: str) -> list[str]:
@@ -18,34 +20,32 @@ def statements(sql: str) -> list[str]:
     found: list[str] = []
     out: list[str] = []
     i, n = 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch == "-" and sql.startswith("--", i):
-            end = sql.find("\n", i)
+    while (m := _SPECIAL.search(sql, i)) is not None:
+        start, token = m.start(), m.group()
+        out.append(sql[i:start])
+        if token == "--":
+            end = sql.find("\n", start)
             i = n if end < 0 else end
             out.append(" ")
-        elif ch == "/" and sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
+        elif token == "/*":
+            end = sql.find("*/", start + 2)
             i = n if end < 0 else end + 2
             out.append(" ")
-        elif ch == "'":
-            i = _skip_quoted(sql, i, "'")
+        elif token == "'":
+            i = _skip_quoted(sql, start, "'")
             out.append(" '' ")
-        elif ch in '"`':
-            end = _skip_quoted(sql, i, ch)
-            out.append(sql[i + 1 : end - 1].replace(ch * 2, ch).replace(" ", "_"))
-            i = end
-        elif ch == "$" and (m := _DOLLAR.match(sql, i)):
-            end = sql.find(m.group(), m.end())
-            i = n if end < 0 else end + len(m.group())
-            out.append(" '' ")
-        elif ch == ";":
+        elif token in '"`':
+            i = _skip_quoted(sql, start, token)
+            out.append(sql[start + 1 : i - 1].replace(token * 2, token).replace(" ", "_"))
+        elif token == ";":
             found.append("".join(out))
             out = []
-            i += 1
-        else:
-            out.append(ch)
-            i += 1
+            i = start + 1
+        else:  # a dollar quote: $$ or $tag$
+            end = sql.find(token, m.end())
+            i = n if end < 0 else end + len(token)
+            out.append(" '' ")
+    out.append(sql[i:])
     found.append("".join(out))
     return [s for s in (_normalize(text) for text in found) if s]
 
@@ -64,7 +64,7 @@ def _skip_quoted(sql: str, start: int, quote: str) -> int:
 
 
 def _normalize(text: str) -> str:
-    text = re.sub(r"\s*([(),])\s*", r" \1 ", text)
+    text = text.replace("(", " ( ").replace(")", " ) ").replace(",", " , ")
     return " ".join(text.upper().split())
 
 
