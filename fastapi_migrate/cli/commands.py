@@ -2,7 +2,7 @@
 
 Each function takes an ``Invocation`` (the parsed command line) and returns an exit code; it
 raises the ``MigrationError`` family or Alembic's ``CommandError``, which ``cli.main`` turns into
-one line on stderr. The work itself is Alembic's ``command`` functions and the core (``migrate``
+one line on stderr. The work itself is Alembic's ``command`` functions and the engine (``migrate``
 and its planning, ``VersionTable``, ``migration_lock``). With ``MIGRATE_TREES``, ``current`` and
 ``check`` cover every tree; the commands that act on one tree take ``--tree NAME``.
 """
@@ -30,9 +30,12 @@ from sqlalchemy import MetaData
 from ..backends import backend_for
 from ..backends.database import Database
 from ..backends.drivers import parse_url
-from ..core import progress
-from ..core.engine import Start, migrate
-from ..core.errors import (
+from ..engine.lock import guarded_commits, migration_lock
+from ..engine.plan import format_revisions, plan_migration
+from ..engine.start import Start, migrate
+from ..engine.version_table import DatabaseState, VersionTable, read_states
+from ..foundation import progress
+from ..foundation.errors import (
     ConfigurationError,
     MigrationError,
     MigrationFailed,
@@ -40,12 +43,9 @@ from ..core.errors import (
     UnknownRevision,
     UnversionedDatabase,
 )
-from ..core.lock import guarded_commits, migration_lock
-from ..core.metadata import resolve_metadata
-from ..core.plan import format_revisions, plan_migration
-from ..core.redaction import error_line
-from ..core.settings import MigrateSettings, url_optional
-from ..core.version_table import DatabaseState, VersionTable, read_states
+from ..foundation.metadata import resolve_metadata
+from ..foundation.redaction import error_line
+from ..foundation.settings import MigrateSettings, url_optional
 from ..glue.config import alembic_config, declares_tool_alembic, load_scripts
 from ..glue.logging_guard import preserved_logging
 from ..glue.run import run_on_connection

@@ -1,5 +1,6 @@
-"""The core: settings, errors, the version table, the plan and the one migration engine.
+"""The engine: one start from the settings to the database at its target.
 
-It never imports FastAPI, the CLI or pytest: those are adapters on top (``web``, ``cli``,
-``testing``).
+Its state (the version table), the plan, the migration lock, the run with its DDL retries,
+progress monitor and seed, and the analysis of a failure. It uses the foundation, the Alembic
+glue and the backends; the adapters (``web``, ``cli``, ``testing``) use it, never the reverse.
 """
