@@ -3,7 +3,7 @@
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .core.errors import (
+from .foundation.errors import (
     ConfigurationError,
     DatabaseUnavailable,
     LockLost,
@@ -18,10 +18,10 @@ from .core.errors import (
 )
 
 if TYPE_CHECKING:
-    from .core.engine import migrate
-    from .core.result import MigrationResult
-    from .core.settings import MigrateSettings
-    from .core.trees import MigrationTree
+    from .engine.start import migrate
+    from .foundation.result import MigrationResult
+    from .foundation.settings import MigrateSettings
+    from .foundation.trees import MigrationTree
     from .web.health import health_router
     from .web.lifespan import migrate_on_startup
 
@@ -29,10 +29,10 @@ if TYPE_CHECKING:
 # that every pytest run (the plugin loads this package), every CLI command and every import of
 # the errors would pay.
 _LAZY = {
-    "migrate": ".core.engine",
-    "MigrationResult": ".core.result",
-    "MigrateSettings": ".core.settings",
-    "MigrationTree": ".core.trees",
+    "migrate": ".engine.start",
+    "MigrationResult": ".foundation.result",
+    "MigrateSettings": ".foundation.settings",
+    "MigrationTree": ".foundation.trees",
     "health_router": ".web.health",
     "migrate_on_startup": ".web.lifespan",
 }

@@ -17,8 +17,8 @@ from sqlalchemy import Connection, MetaData, pool
 from .backends import backend_for
 from .backends.drivers import is_async_url, parse_url
 from .backends.lease import LEASE_TABLE
-from .core.metadata import resolve_metadata
-from .core.settings import MigrateSettings, url_optional
+from .foundation.metadata import resolve_metadata
+from .foundation.settings import MigrateSettings, url_optional
 
 
 def _settings() -> MigrateSettings:

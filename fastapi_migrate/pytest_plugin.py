@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .core.lent import lend
+from .foundation.lent import lend
 from .testing.server_choice import (
     SERVER_URL_VARIABLE,
     server_url,
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from .core.settings import MigrateSettings
+    from .foundation.settings import MigrateSettings
     from .testing.janitor import Janitor, MigratedTemplate
     from .testing.rollback import WorkerDatabase
 
@@ -105,7 +105,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
     url = server_url()
     if not url:
         return None
-    from .core.redaction import mask_url
+    from .foundation.redaction import mask_url
 
     return f"fastapi-migrate: test databases on {mask_url(url)}"
 
@@ -117,7 +117,7 @@ def migrate_settings() -> MigrateSettings:
     By default the app's own: environment, ``.env`` and alembic.ini of the working directory.
     The database URL is the plugin's, never ``DATABASE_URL``.
     """
-    from .core.settings import MigrateSettings, url_optional
+    from .foundation.settings import MigrateSettings, url_optional
 
     with url_optional():
         return MigrateSettings()
@@ -188,7 +188,7 @@ def migrated_database_url(
     with migrated_template.copy(keep=failed if keeping else None) as url, lend(url):
         yield url
         if keeping and failed():
-            from .core.redaction import mask_url
+            from .foundation.redaction import mask_url
 
             kept = request.config.stash.setdefault(_kept, [])
             kept.append((request.node.nodeid, mask_url(url)))

@@ -53,7 +53,7 @@ def run_inner(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
 def kept_databases(root: Path, server: str | None) -> set[str]:
     """The kept templates and warm pools of the project in ``root`` (run from there) on
     ``server``, or in its pytest cache folder for SQLite (``None``)."""
-    from fastapi_migrate.core.settings import MigrateSettings
+    from fastapi_migrate.foundation.settings import MigrateSettings
     from fastapi_migrate.testing.janitor import database_server
     from fastapi_migrate.testing.template_key import template_family
 

@@ -63,7 +63,7 @@ def short_progress(tmp_path: Path, seconds: float) -> str:
     shim = tmp_path / "short_progress"
     shim.mkdir(exist_ok=True)
     (shim / "sitecustomize.py").write_text(
-        f"import fastapi_migrate.core.progress as p\np.PROGRESS_SECONDS = {seconds!r}\n"
+        f"import fastapi_migrate.foundation.progress as p\np.PROGRESS_SECONDS = {seconds!r}\n"
     )
     return os.pathsep.join([str(shim), *filter(None, [os.environ.get("PYTHONPATH")])])
 

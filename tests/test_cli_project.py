@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from fastapi_migrate.backends.database import Database
 from fastapi_migrate.cli import main
 from fastapi_migrate.cli.commands import COMMANDS
-from fastapi_migrate.core.lock import migration_lock
+from fastapi_migrate.engine.lock import migration_lock
 from fastapi_migrate.glue.schema_diff import schema_differences
 
 from .cli_helpers import MODULE, cli, console_script, fails, ok

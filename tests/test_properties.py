@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from fastapi_migrate import ConfigurationError, MigrateSettings, MigrationError, migrate
 from fastapi_migrate.cli import main as cli_main
-from fastapi_migrate.core.redaction import mask_url, redact
+from fastapi_migrate.foundation.redaction import mask_url, redact
 
 from .support import refused_port, write_migrations
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from fastapi_migrate import ConfigurationError, MigrateSettings, migrate_on_startup
 from fastapi_migrate.backends.database import Database
-from fastapi_migrate.core.lock import migration_lock
+from fastapi_migrate.engine.lock import migration_lock
 
 from .cli_helpers import cli, fails, ok
 from .conftest import require_backend

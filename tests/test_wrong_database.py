@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from fastapi_migrate import MigrateSettings, migrate
-from fastapi_migrate.core.errors import ConfigurationError
+from fastapi_migrate.foundation.errors import ConfigurationError
 from fastapi_migrate.testing import (
     assert_downgrade_leaves_no_trace,
     assert_upgrade_downgrade_roundtrip,

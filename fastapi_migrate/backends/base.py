@@ -24,9 +24,9 @@ from typing import Any, ClassVar, Protocol, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, exc, pool, text
 from sqlalchemy.engine import URL
 
-from ..core.errors import ConfigurationError
-from ..core.redaction import mask_url
-from ..core.retry import heals_by_waiting
+from ..foundation.errors import ConfigurationError
+from ..foundation.redaction import mask_url
+from ..foundation.retry import heals_by_waiting
 from .drivers import sync_url
 
 T = TypeVar("T")
@@ -50,7 +50,7 @@ class Session(Protocol):
 
 
 class SessionLock(ABC):
-    """The database half of the migration lock; ``core.lock`` polls, holds and releases it."""
+    """The database half of the migration lock; ``engine.lock`` polls, holds and releases it."""
 
     @abstractmethod
     def try_acquire(self) -> bool:

@@ -19,9 +19,9 @@ from sqlalchemy import Connection, create_engine, event, exc, pool
 from sqlalchemy.engine import URL
 from sqlalchemy.engine.interfaces import DBAPICursor
 
-from ..core.errors import ConfigurationError, DatabaseUnavailable
-from ..core.redaction import error_line, mask_url, redact
-from ..core.retry import CONNECT_CAP, poll
+from ..foundation.errors import ConfigurationError, DatabaseUnavailable
+from ..foundation.redaction import error_line, mask_url, redact
+from ..foundation.retry import CONNECT_CAP, poll
 from . import Backend, backend_for
 from .drivers import EXTRAS, is_async_url, missing_driver_hint, parse_url
 

@@ -7,8 +7,8 @@ import importlib.util
 from sqlalchemy import exc
 from sqlalchemy.engine import URL, make_url
 
-from ..core.errors import ConfigurationError
-from ..core.redaction import has_unescaped_at, mask_url, redact
+from ..foundation.errors import ConfigurationError
+from ..foundation.redaction import has_unescaped_at, mask_url, redact
 
 EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 """The package extra that installs a backend's driver."""

@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, exc, pool, text
 from sqlalchemy.engine import URL
 
-from ..core.errors import ConfigurationError
+from ..foundation.errors import ConfigurationError
+from ..foundation.identifiers import IDENTIFIER_LIMITS
 from . import mysql_reset as reset
 from .base import (
     PREFIX,
@@ -112,7 +113,7 @@ _OPEN_TRANSACTIONS = text(
 
 class MySQL(Backend):
     transactional_ddl = False  # every DDL statement commits by itself
-    max_identifier_length = 64
+    max_identifier_length = IDENTIFIER_LIMITS["mysql"]
 
     def check_url(self, url: URL, variable: str) -> None:
         """PyMySQL (and aiomysql, which uses its tables) fails on an unknown ``?charset=``

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, exc, text
 
-from ..core.retry import poll
+from ..foundation.retry import poll
 from .base import children_first
 
 _TABLE_QUERIES = (

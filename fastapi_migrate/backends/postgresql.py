@@ -28,7 +28,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, exc, pool, text
 from sqlalchemy.engine import URL
 
-from ..core.errors import ConfigurationError
+from ..foundation.errors import ConfigurationError
+from ..foundation.identifiers import IDENTIFIER_LIMITS
 from . import postgresql_reset as reset
 from .base import (
     KEEPALIVE_COUNT,
@@ -253,7 +254,7 @@ def lock_doubt(conn: Connection, url: URL, variable: str) -> str | None:
 
 
 class PostgreSQL(Backend):
-    max_identifier_length = 63  # NAMEDATALEN - 1
+    max_identifier_length = IDENTIFIER_LIMITS["postgresql"]
     transient_messages = (
         *Backend.transient_messages,
         "the database system is starting up",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, text
 
-from ..core.retry import poll
+from ..foundation.retry import poll
 from .base import children_first
 
 FINGERPRINT = r"""

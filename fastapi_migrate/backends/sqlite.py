@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import URL
 
-from ..core.errors import ConfigurationError, MigrationError
+from ..foundation.errors import ConfigurationError, MigrationError
 from .base import PREFIX, Backend, DatabaseServer, Session, SessionLock
 
 

@@ -17,8 +17,8 @@ from typing import Any, NoReturn
 
 from alembic.util import CommandError
 
-from ..core.errors import ConfigurationError, MigrationError
-from ..core.redaction import error_line, mask_secrets, redact
+from ..foundation.errors import ConfigurationError, MigrationError
+from ..foundation.redaction import error_line, mask_secrets, redact
 from .commands import COMMANDS, Invocation
 
 PROG = "fastapi-migrate"

@@ -32,7 +32,9 @@ from alembic.util import CommandError
 
 from ..backends import backend_for
 from ..backends.drivers import parse_url
-from ..core.errors import (
+from ..engine.plan import format_revisions, plan_migration
+from ..engine.version_table import DatabaseState, VersionTable, read_states
+from ..foundation.errors import (
     ConfigurationError,
     MigrationError,
     MigrationFailed,
@@ -40,10 +42,8 @@ from ..core.errors import (
     UnknownRevision,
     UnversionedDatabase,
 )
-from ..core.plan import format_revisions, plan_migration
-from ..core.redaction import error_line
-from ..core.settings import MigrateSettings, url_optional
-from ..core.version_table import DatabaseState, VersionTable, read_states
+from ..foundation.redaction import error_line
+from ..foundation.settings import MigrateSettings, url_optional
 from ..glue.config import alembic_config, declares_tool_alembic, load_scripts
 from ..glue.logging_guard import preserved_logging
 
@@ -211,8 +211,8 @@ def _offline_start(
 
 def upgrade(inv: Invocation) -> int:
     """Exactly the startup path: lock, baseline, empty database, unknown revision, heads."""
-    from ..core import progress
-    from ..core.engine import migrate
+    from ..engine.start import migrate
+    from ..foundation import progress
 
     a = inv.args
     if a.sql:
@@ -246,7 +246,7 @@ def change(verb: str, call: AlembicCall) -> Callable[[Invocation], int]:
     connection; says where the database went, or where a failure left it."""
 
     def run(inv: Invocation) -> int:
-        from ..core.lock import guarded_commits, migration_lock
+        from ..engine.lock import guarded_commits, migration_lock
         from ..glue.run import run_on_connection
 
         a = inv.args
@@ -350,7 +350,7 @@ def current(inv: Invocation) -> int:
 
 def revision(inv: Invocation) -> int:
     """A new revision file; ``--autogenerate`` compares the models with the database."""
-    from ..core.metadata import resolve_metadata
+    from ..foundation.metadata import resolve_metadata
     from ..glue.run import run_on_connection
 
     a = inv.args
@@ -388,7 +388,7 @@ def _database_problems(
 ) -> tuple[list[str], str]:
     """What ``check`` finds wrong with the database, planned as a starting app plans it
     (baseline, unknown revision, several heads), and the revisions it compared against."""
-    from ..core.engine import Start
+    from ..engine.start import Start
     from ..glue.schema_diff import schema_differences
 
     with Start(settings.model_copy(update={"mode": "check"}), metadata) as start:
@@ -417,7 +417,7 @@ def _database_problems(
 def check(inv: Invocation) -> int:
     """Exit 1, saying what differs, unless every tree is at its target and the database
     matches the models."""
-    from ..core.metadata import resolve_metadata
+    from ..foundation.metadata import resolve_metadata
 
     settings = inv.settings()
     for _, narrowed in settings.each_tree():

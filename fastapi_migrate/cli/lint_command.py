@@ -22,11 +22,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..backends import backend_for
 from ..backends.database import Database, check_dialect
 from ..backends.drivers import parse_url
-from ..core.errors import ConfigurationError, MigrationError
-from ..core.plan import plan_migration
-from ..core.redaction import error_line
-from ..core.settings import MigrateSettings
-from ..core.version_table import VersionTable, read_states
+from ..engine.plan import plan_migration
+from ..engine.version_table import VersionTable, read_states
+from ..foundation.errors import ConfigurationError, MigrationError
+from ..foundation.redaction import error_line
+from ..foundation.settings import MigrateSettings
 from ..glue.config import alembic_config, load_scripts
 from ..lint import Report, add_sizes, lint
 from ..lint.tables import database_tables

@@ -17,8 +17,8 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, MetaData
 
-from ..core.errors import ConfigurationError
-from ..core.settings import MigrateSettings
+from ..foundation.errors import ConfigurationError
+from ..foundation.settings import MigrateSettings
 
 _LOGGING_SECTIONS = ("loggers", "handlers", "formatters")
 # ``Config(toml_file=...)`` and ``get_alembic_option`` arrived in Alembic 1.16.

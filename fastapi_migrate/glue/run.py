@@ -25,8 +25,8 @@ from sqlalchemy import Connection, MetaData
 
 from ..backends.database import DedicatedConnection
 from ..backends.sqlite import emits_begin, migrates_after_writers
-from ..core.errors import ConfigurationError
-from ..core.settings import MigrateSettings
+from ..foundation.errors import ConfigurationError
+from ..foundation.settings import MigrateSettings
 from .config import alembic_config, environment_options
 from .logging_guard import preserved_logging
 from .same_database import refuse_another_database

@@ -20,8 +20,8 @@ from sqlalchemy import Connection, exc
 from sqlalchemy.engine import URL, make_url
 
 from ..backends.database import Database
-from ..core.errors import ConfigurationError
-from ..core.redaction import mask_url
+from ..foundation.errors import ConfigurationError
+from ..foundation.redaction import mask_url
 
 # The database, and the server as it reports itself: an address would differ between a socket
 # and TCP, the port and the start time (PostgreSQL) or host name (MariaDB) do not.

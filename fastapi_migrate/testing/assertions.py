@@ -30,12 +30,12 @@ from sqlalchemy import MetaData
 
 from ..backends.database import Database
 from ..backends.lease import LEASE_TABLE
-from ..core.engine import migrate
-from ..core.errors import MigrationError
-from ..core.lock import process_lock
-from ..core.metadata import resolve_metadata
-from ..core.redaction import error_line
-from ..core.settings import MigrateSettings, url_optional
+from ..engine.lock import process_lock
+from ..engine.start import migrate
+from ..foundation.errors import MigrationError
+from ..foundation.metadata import resolve_metadata
+from ..foundation.redaction import error_line
+from ..foundation.settings import MigrateSettings, url_optional
 from ..glue.config import alembic_config, load_scripts
 from ..glue.logging_guard import preserved_logging
 from ..glue.schema_diff import schema_differences, schema_snapshot, snapshot_differences

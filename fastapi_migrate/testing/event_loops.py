@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from ..core.errors import ConfigurationError
+from ..foundation.errors import ConfigurationError
 
 AsyncFixture = Callable[..., AsyncGenerator[Any, None]]
 Step = Callable[[], Coroutine[Any, Any, Any]]

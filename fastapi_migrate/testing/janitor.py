@@ -30,10 +30,10 @@ from ..backends import backend_for
 from ..backends.base import PREFIX, DatabaseServer
 from ..backends.drivers import parse_url
 from ..backends.sqlite import SqliteServer
-from ..core.engine import migrate
-from ..core.errors import DatabaseUnavailable
-from ..core.result import MigrationResult
-from ..core.settings import MigrateSettings
+from ..engine.start import migrate
+from ..foundation.errors import DatabaseUnavailable
+from ..foundation.result import MigrationResult
+from ..foundation.settings import MigrateSettings
 from .pool import WarmPool, drop_other_pools, drop_pool, is_slot
 from .reuse import ReusedCopies
 from .server_choice import server_url

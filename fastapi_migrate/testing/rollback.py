@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from ..backends import backend_for
 from ..backends.drivers import is_async_url, parse_url, sync_url
-from ..core.errors import ConfigurationError
-from ..core.redaction import mask_url
+from ..foundation.errors import ConfigurationError
+from ..foundation.redaction import mask_url
 from .janitor import MigratedTemplate
 
 _ESCAPED = "fastapi_migrate_escaped"

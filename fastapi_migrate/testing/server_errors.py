@@ -10,8 +10,8 @@ from .server_choice import SERVER_URL_VARIABLE, server_url
 def server_failure(error: BaseException) -> str:
     """The line for a test server that could not be used, every secret masked. Raise it
     ``from None``, outside the ``except`` block, from a frame that holds no URL."""
-    from ..core.errors import MigrationError
-    from ..core.redaction import error_line, mask_url, redact
+    from ..foundation.errors import MigrationError
+    from ..foundation.redaction import error_line, mask_url, redact
 
     url = server_url()
     reason = (

@@ -19,7 +19,7 @@ from pathlib import Path
 from alembic.script import ScriptDirectory
 
 from ..backends.base import PREFIX
-from ..core.settings import MigrateSettings
+from ..foundation.settings import MigrateSettings
 from ..glue.config import alembic_config
 
 KEY_FORMAT = 1

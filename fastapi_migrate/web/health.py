@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ..core.errors import MigrationError
+from ..foundation.errors import MigrationError
 from .readiness import probe_for
 
 log = logging.getLogger("fastapi_migrate")

@@ -11,13 +11,13 @@ from typing import Any
 import anyio.to_thread
 from sqlalchemy import MetaData
 
-from ..core.engine import begin, checks_a_local_file, migrate
-from ..core.errors import ConfigurationError, MigrationError
-from ..core.lent import lent_url, on_lent_database
-from ..core.redaction import error_line
-from ..core.result import MigrationResult
-from ..core.seed import Seed, checked_seed
-from ..core.settings import MigrateSettings, url_optional
+from ..engine.seed import Seed, checked_seed
+from ..engine.start import begin, checks_a_local_file, migrate
+from ..foundation.errors import ConfigurationError, MigrationError
+from ..foundation.lent import lent_url, on_lent_database
+from ..foundation.redaction import error_line
+from ..foundation.result import MigrationResult
+from ..foundation.settings import MigrateSettings, url_optional
 from .logs import ensure_visible
 from .readiness import close_probe
 from .shutdown import ShutdownDuringStartup, names, noticing

@@ -16,12 +16,12 @@ from sqlalchemy.engine import URL
 
 from ..backends import backend_for
 from ..backends.drivers import is_async_url, parse_url
-from ..core.lent import on_lent_database
-from ..core.plan import ancestry, resolve_target
-from ..core.redaction import error_line
-from ..core.result import MigrationResult
-from ..core.settings import MigrateSettings
-from ..core.version_table import VersionTable, at_target
+from ..engine.plan import ancestry, resolve_target
+from ..engine.version_table import VersionTable, at_target
+from ..foundation.lent import on_lent_database
+from ..foundation.redaction import error_line
+from ..foundation.result import MigrationResult
+from ..foundation.settings import MigrateSettings
 from ..glue.config import alembic_config, load_scripts
 
 if TYPE_CHECKING:  # the asyncio extension needs greenlet: imported only for async URLs

@@ -25,9 +25,9 @@ from sqlalchemy import Engine, event
 from ..backends.base import Blocker
 from ..backends.database import Database
 from ..backends.sessions import session_id_of
-from . import progress
-from .progress import RevisionProgress
-from .redaction import error_line
+from ..foundation import progress
+from ..foundation.progress import RevisionProgress
+from ..foundation.redaction import error_line
 
 log = logging.getLogger("fastapi_migrate")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from .errors import ConfigurationError
+from ..foundation.errors import ConfigurationError
 
 Seed = Callable[[Connection], Any]
 """Called with a ``Connection`` in a transaction committed when it returns."""

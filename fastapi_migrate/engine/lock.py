@@ -35,11 +35,11 @@ from ..backends.base import SessionLock
 from ..backends.database import Database, DedicatedConnection
 from ..backends.lease import LeaseLock
 from ..backends.sessions import session_statements
-from . import progress
-from .errors import ConfigurationError, DatabaseUnavailable, LockLost, LockTimeout
-from .redaction import error_line
-from .retry import poll
-from .settings import LockChoice
+from ..foundation import progress
+from ..foundation.errors import ConfigurationError, DatabaseUnavailable, LockLost, LockTimeout
+from ..foundation.redaction import error_line
+from ..foundation.retry import poll
+from ..foundation.settings import LockChoice
 
 log = logging.getLogger("fastapi_migrate")
 

@@ -27,9 +27,9 @@ from sqlalchemy import Engine, event
 
 from ..backends.base import Backend, Blocker
 from ..backends.sessions import session_id_of
-from . import progress
+from ..foundation import progress
+from ..foundation.settings import MigrateSettings
 from .monitor import MigrationMonitor, describe
-from .settings import MigrateSettings
 
 FIRST_PAUSE = 1.0
 """Seconds before the second attempt; each later pause doubles, up to ``LONGEST_PAUSE``."""

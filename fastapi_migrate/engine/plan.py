@@ -11,7 +11,12 @@ from alembic.script.revision import MultipleHeads as AlembicMultipleHeads
 from alembic.script.revision import RangeNotAncestorError, ResolutionError, Revision, RevisionError
 from alembic.util import CommandError
 
-from .errors import ConfigurationError, MultipleHeads, UnknownRevision, UnversionedDatabase
+from ..foundation.errors import (
+    ConfigurationError,
+    MultipleHeads,
+    UnknownRevision,
+    UnversionedDatabase,
+)
 from .version_table import DatabaseState, at_target
 
 log = logging.getLogger("fastapi_migrate")

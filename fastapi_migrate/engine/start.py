@@ -39,12 +39,7 @@ from ..backends.database import Database, DedicatedConnection
 from ..backends.drivers import is_async_url, parse_url
 from ..backends.sessions import migration_sessions
 from ..backends.sqlite import is_locked
-from ..glue.config import alembic_config, load_scripts
-from ..glue.heads import HeadsLookup, lookup_heads
-from ..glue.run import run_on_connection, run_upgrade, stamp
-from ..lint import Report, lint_pending
-from .ddl_retry import give_way, is_lock_timeout, retried_statements
-from .errors import (
+from ..foundation.errors import (
     LockLost,
     LockTimeout,
     MigrationError,
@@ -53,17 +48,22 @@ from .errors import (
     UnsafeMigration,
     UnversionedDatabase,
 )
+from ..foundation.metadata import require_tables, resolve_metadata
+from ..foundation.progress import RevisionProgress
+from ..foundation.redaction import error_line
+from ..foundation.result import MigrationResult, ResultAction
+from ..foundation.retry import poll
+from ..foundation.settings import MigrateSettings
+from ..glue.config import alembic_config, load_scripts
+from ..glue.heads import HeadsLookup, lookup_heads
+from ..glue.run import run_on_connection, run_upgrade, stamp
+from ..lint import Report, lint_pending
+from .ddl_retry import give_way, is_lock_timeout, retried_statements
 from .failure import migration_failed, redacted_cause
 from .lock import LockKeeper, WaitEnded, guarded_commits, migration_lock
-from .metadata import require_tables, resolve_metadata
 from .monitor import MigrationMonitor, describe
 from .plan import MigrationPlan, format_revisions, plan_migration, resolve_target
-from .progress import RevisionProgress
-from .redaction import error_line
-from .result import MigrationResult, ResultAction
-from .retry import poll
 from .seed import Seed, import_seed, run_seed, seed_name
-from .settings import MigrateSettings
 from .version_table import DatabaseState, VersionTable, at_target, read_states
 
 log = logging.getLogger("fastapi_migrate")

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.engine.interfaces import DBAPICursor
 
 from ..backends.lease import LEASE_TABLE
-from .errors import ConfigurationError
+from ..foundation.errors import ConfigurationError
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from pydantic_settings import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from ..backends import backend_for
 from .errors import ConfigurationError
+from .identifiers import IDENTIFIER_LIMITS
 from .redaction import mask_secrets, mask_url
 from .trees import MigrationTree, check_trees
 
@@ -296,7 +296,7 @@ def _identifier_limit(url: str | None) -> int | None:
         backend = make_url(url).get_backend_name()
     except (ArgumentError, ValueError):
         return None
-    return backend_for(backend).max_identifier_length
+    return IDENTIFIER_LIMITS.get(backend)
 
 
 _INI = Path("alembic.ini")

@@ -17,11 +17,11 @@ from alembic.script import ScriptDirectory
 
 from ..backends.base import Failure
 from ..backends.database import Database
+from ..foundation.errors import MigrationFailed
+from ..foundation.redaction import error_line
+from ..foundation.settings import MigrateSettings
 from ..glue.run import failed_outside_migrations, failed_revision
-from .errors import MigrationFailed
 from .plan import MigrationPlan, format_revisions
-from .redaction import error_line
-from .settings import MigrateSettings
 from .version_table import VersionTable
 
 _TIMEOUT_MARKERS = ("lock timeout", "lock wait timeout exceeded")
