@@ -82,8 +82,9 @@ def test_a_rerun_neither_copies_nor_migrates(
     second.assert_outcomes(passed=4)
     got = _got(user_project)
     assert {built for _, built in got} == {"kept"}  # no process migrated
-    if backend == "sqlite":  # one file per test: the first from the pool, later ones copied
-        assert got[0][0] in pooled
+    if backend == "sqlite":  # one file per test: a process's first from the pool, later copied
+        # (under xdist another worker's test may write its line first: any order)
+        assert pooled & {name for name, _ in got}
     else:  # every database a test got was in the pool already, the same database
         assert {name for name, _ in got} <= pooled
         assert _oids(url, pooled) == before  # PostgreSQL: not dropped and copied again
