@@ -8,17 +8,15 @@ the lock they run one after the other, and each sees what the one before committ
 
 from __future__ import annotations
 
-import importlib
 import inspect
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
 
 from ..foundation.errors import ConfigurationError
+from ..foundation.imports import import_object
 
 Seed = Callable[[Connection], Any]
 """Called with a ``Connection`` in a transaction committed when it returns."""
@@ -26,25 +24,7 @@ Seed = Callable[[Connection], Any]
 
 def import_seed(path: str) -> Seed:
     """Import ``package.module:function`` (the current directory is importable)."""
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise ConfigurationError(
-            f"MIGRATE_SEED: {path!r} is not of the form module:function (e.g. app.seed:first_user)"
-        )
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        value: object = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigurationError(f"MIGRATE_SEED: cannot import {module_name!r}: {error}") from None
-    for part in attribute.split("."):
-        try:
-            value = getattr(value, part)
-        except AttributeError:
-            raise ConfigurationError(
-                f"MIGRATE_SEED: {module_name!r} has no attribute {attribute!r}"
-            ) from None
+    value = import_object(path, "MIGRATE_SEED", "module:function (e.g. app.seed:first_user)")
     return checked_seed(value, path)
 
 

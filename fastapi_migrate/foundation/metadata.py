@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 from sqlalchemy import MetaData
 
 from .errors import ConfigurationError
+from .imports import import_object
 
 
 def import_metadata(path: str) -> MetaData:
     """Import ``package.module:Base.metadata`` (the current directory is importable)."""
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise ConfigurationError(
-            f"MIGRATE_METADATA: {path!r} is not of the form module:attribute "
-            "(e.g. app.models:Base.metadata)"
-        )
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        value: object = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigurationError(
-            f"MIGRATE_METADATA: cannot import {module_name!r}: {error}"
-        ) from None
-    for part in attribute.split("."):
-        try:
-            value = getattr(value, part)
-        except AttributeError:
-            raise ConfigurationError(
-                f"MIGRATE_METADATA: {module_name!r} has no attribute {attribute!r}"
-            ) from None
+    value = import_object(
+        path, "MIGRATE_METADATA", "module:attribute (e.g. app.models:Base.metadata)"
+    )
     if not isinstance(value, MetaData):
         raise ConfigurationError(
             f"MIGRATE_METADATA: {path!r} is a {type(value).__name__}, not a SQLAlchemy MetaData"
