@@ -296,37 +296,27 @@ def main() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("fastapi_migrate").setLevel(logging.WARNING)
     print(machine())
-    if args.rerun:
-        rerun_rows = []
-        with tempfile.TemporaryDirectory(prefix="bench-rerun-") as tmp:
+    if args.rerun or args.slope:
+        measure = rerun if args.rerun else slope
+        headers = (
+            ["backend", "revisions", "first run: template + first database (ms)",
+             "second run: the same (ms)", "second / first"]
+            if args.rerun
+            else ["backend", "revisions", "upgrade head per test (ms)",
+                  "migrated_database_url per test, slope 10 to 40 (ms)", "ratio"]
+        )  # fmt: skip
+        measured = []
+        with tempfile.TemporaryDirectory(prefix=f"bench-{measure.__name__}-") as tmp:
             for backend in args.backends.split(","):
                 server = SERVERS[backend]
                 if server and server_problem(server):
                     print(f"skipping {backend}: {server_problem(server)}")
                     continue
                 for size in (int(s) for s in (args.sizes or "200").split(",")):
-                    rerun_rows.append(rerun(backend, size, args.repeat, Path(tmp)))
-                    print("  " + " | ".join(rerun_rows[-1]), flush=True)
+                    measured.append(measure(backend, size, args.repeat, Path(tmp)))
+                    print("  " + " | ".join(measured[-1]), flush=True)
         print()
-        headers = ["backend", "revisions", "first run: template + first database (ms)",
-                   "second run: the same (ms)", "second / first"]  # fmt: skip
-        print(table(headers, rerun_rows))
-        return
-    if args.slope:
-        slope_rows = []
-        with tempfile.TemporaryDirectory(prefix="bench-slope-") as tmp:
-            for backend in args.backends.split(","):
-                server = SERVERS[backend]
-                if server and server_problem(server):
-                    print(f"skipping {backend}: {server_problem(server)}")
-                    continue
-                for size in (int(s) for s in (args.sizes or "200").split(",")):
-                    slope_rows.append(slope(backend, size, args.repeat, Path(tmp)))
-                    print("  " + " | ".join(slope_rows[-1]), flush=True)
-        print()
-        headers = ["backend", "revisions", "upgrade head per test (ms)",
-                   "migrated_database_url per test, slope 10 to 40 (ms)", "ratio"]  # fmt: skip
-        print(table(headers, slope_rows))
+        print(table(headers, measured))
         return
     args.sizes = args.sizes or "10,50,200"
     rows = []
