@@ -423,8 +423,8 @@ class PostgresServer(ServerWithAdmin):
             )
         try:
             with self._resetters[name].connect() as conn:
-                signature = known if isinstance(known, dict) else fresh.signature
-                return reset.restore(conn, name, fresh, signature)
+                proven = known if isinstance(known, reset.Proven) else None
+                return reset.restore(conn, name, fresh, proven)
         except BaseException:
             self._resetters.pop(name).dispose()  # its session may be the one that failed
             raise
