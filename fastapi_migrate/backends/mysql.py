@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, exc, pool, text
+from sqlalchemy import Connection, Engine, create_engine, event, exc, pool, text
 from sqlalchemy.engine import URL
 
 from ..foundation.errors import ConfigurationError
@@ -288,6 +288,7 @@ class MysqlServer(ServerWithAdmin):
         self._resetter: Engine = create_engine(
             sync_url(url), poolclass=pool.QueuePool, pool_size=1, connect_args=self._connect_args
         )
+        event.listen(self._resetter, "connect", reset.prepare_session)
 
     def create(self, name: str) -> str:
         with self._admin.connect() as conn:

@@ -53,37 +53,78 @@ so changes the table's ``CREATE_TIME``. Costly (every table opened): read only w
 ``CREATE_TIME`` changed, or could have changed unseen. Primary keys and unique constraints are
 indexes (``STATISTICS``); foreign keys are in the two constraint views."""
 
-_OTHER_QUERIES = (
-    "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME, SCHEMA_COMMENT "
-    "FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :s",
-    "SELECT TABLE_NAME, VIEW_DEFINITION, CHECK_OPTION, IS_UPDATABLE, DEFINER, SECURITY_TYPE "
-    "FROM information_schema.VIEWS WHERE TABLE_SCHEMA = :s",
-    "SELECT TRIGGER_NAME, EVENT_MANIPULATION, EVENT_OBJECT_TABLE, ACTION_ORDER, ACTION_STATEMENT, "
-    "ACTION_TIMING, SQL_MODE, DEFINER FROM information_schema.TRIGGERS "
-    "WHERE EVENT_OBJECT_SCHEMA = :s",  # a trigger lives in its table's schema; indexed, cheap
-    "SELECT ROUTINE_NAME, ROUTINE_TYPE, DTD_IDENTIFIER, ROUTINE_DEFINITION, IS_DETERMINISTIC, "
-    "SQL_DATA_ACCESS, SECURITY_TYPE, SQL_MODE, ROUTINE_COMMENT, DEFINER "
-    "FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = :s",
-    "SELECT SPECIFIC_NAME, ORDINAL_POSITION, PARAMETER_MODE, PARAMETER_NAME, DTD_IDENTIFIER "
-    "FROM information_schema.PARAMETERS WHERE SPECIFIC_SCHEMA = :s",
-    "SELECT EVENT_NAME, EVENT_DEFINITION, EVENT_TYPE, EXECUTE_AT, INTERVAL_VALUE, INTERVAL_FIELD, "
-    "STATUS, ON_COMPLETION, DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = :s",
-    "SELECT GRANTEE, PRIVILEGE_TYPE, IS_GRANTABLE FROM information_schema.SCHEMA_PRIVILEGES "
-    "WHERE TABLE_SCHEMA = :s",
-    "SELECT GRANTEE, TABLE_NAME, PRIVILEGE_TYPE, IS_GRANTABLE "
-    "FROM information_schema.TABLE_PRIVILEGES WHERE TABLE_SCHEMA = :s",
-    "SELECT GRANTEE, TABLE_NAME, COLUMN_NAME, PRIVILEGE_TYPE, IS_GRANTABLE "
-    "FROM information_schema.COLUMN_PRIVILEGES WHERE TABLE_SCHEMA = :s",
+_OTHER_VIEWS = (
+    (
+        "SCHEMATA",
+        "SCHEMA_NAME",
+        "DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME, SCHEMA_COMMENT",
+    ),
+    (
+        "VIEWS",
+        "TABLE_SCHEMA",
+        "TABLE_NAME, VIEW_DEFINITION, CHECK_OPTION, IS_UPDATABLE, DEFINER, SECURITY_TYPE",
+    ),
+    (
+        "TRIGGERS",
+        "EVENT_OBJECT_SCHEMA",  # a trigger lives in its table's schema; indexed, cheap
+        "TRIGGER_NAME, EVENT_MANIPULATION, EVENT_OBJECT_TABLE, ACTION_ORDER, ACTION_STATEMENT, "
+        "ACTION_TIMING, SQL_MODE, DEFINER",
+    ),
+    (
+        "ROUTINES",
+        "ROUTINE_SCHEMA",
+        "ROUTINE_NAME, ROUTINE_TYPE, DTD_IDENTIFIER, ROUTINE_DEFINITION, IS_DETERMINISTIC, "
+        "SQL_DATA_ACCESS, SECURITY_TYPE, SQL_MODE, ROUTINE_COMMENT, DEFINER",
+    ),
+    (
+        "PARAMETERS",
+        "SPECIFIC_SCHEMA",
+        "SPECIFIC_NAME, ORDINAL_POSITION, PARAMETER_MODE, PARAMETER_NAME, DTD_IDENTIFIER",
+    ),
+    (
+        "EVENTS",
+        "EVENT_SCHEMA",
+        "EVENT_NAME, EVENT_DEFINITION, EVENT_TYPE, EXECUTE_AT, INTERVAL_VALUE, INTERVAL_FIELD, "
+        "STATUS, ON_COMPLETION, DEFINER",
+    ),
+    ("SCHEMA_PRIVILEGES", "TABLE_SCHEMA", "GRANTEE, PRIVILEGE_TYPE, IS_GRANTABLE"),
+    ("TABLE_PRIVILEGES", "TABLE_SCHEMA", "GRANTEE, TABLE_NAME, PRIVILEGE_TYPE, IS_GRANTABLE"),
+    (
+        "COLUMN_PRIVILEGES",
+        "TABLE_SCHEMA",
+        "GRANTEE, TABLE_NAME, COLUMN_NAME, PRIVILEGE_TYPE, IS_GRANTABLE",
+    ),
 )
-"""The rest of the schema and the grants, outside the tables' files: cheap, read every time."""
+"""The rest of the schema and the grants, outside the tables' files (view, its schema column,
+the columns that define an object): cheap, read every time, in one statement."""
+
+_NO_VIEWS = frozenset({"VIEWS"})
+"""What the listing proves empty when it has no view (a view is listed as a table): not read."""
 
 _TABLES = (
-    "SELECT TABLE_NAME, TABLE_TYPE, AUTO_INCREMENT, CREATE_TIME, "
-    "UNIX_TIMESTAMP(CREATE_TIME) >= UNIX_TIMESTAMP() - 1 "
+    "SELECT COUNT(*), GROUP_CONCAT(CONCAT_WS(CHAR(0), TABLE_NAME, TABLE_TYPE, "
+    "IFNULL(AUTO_INCREMENT, ''), IFNULL(UNIX_TIMESTAMP(CREATE_TIME), ''), "
+    "IFNULL(UNIX_TIMESTAMP(CREATE_TIME) >= UNIX_TIMESTAMP() - 1, 0)) SEPARATOR 0x00) "
     "FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s"
 )
 """Every table, view and sequence: its counter, when its definition was last written, and
-whether that was within the last second (a later ``ALTER`` could then leave the same time)."""
+whether that was within the last second (a later ``ALTER`` could then leave the same time). In
+one row, the fields separated by NUL (which no name may hold): 200 rows cost PyMySQL, in Python,
+more than the server takes to list them."""
+
+_FIELDS = 5
+
+
+def prepare_session(dbapi_connection: Any, _record: object = None) -> None:
+    """The resetter's session (every name it uses is qualified; no test's session): room for
+    ``_TABLES``'s one row (MySQL's default is 1024 bytes), and no foreign key checks while
+    tables are emptied and seeded again."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SET SESSION group_concat_max_len = 1073741824, foreign_key_checks = 0")
+    finally:
+        cursor.close()
+
 
 _FOREIGN_KEYS = text(
     "SELECT TABLE_NAME, REFERENCED_TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS "
@@ -104,8 +145,8 @@ class Listing:
 
     kinds: dict[str, str]
     counters: dict[str, int | None]
-    written: dict[str, Any]
-    """Per table: its ``CREATE_TIME`` (seconds)."""
+    written: dict[str, int | None]
+    """Per table: its ``CREATE_TIME`` (seconds since the epoch)."""
     recent: frozenset[str]
     """The tables whose definition was written within the last second."""
 
@@ -146,7 +187,7 @@ def snapshot(conn: Connection, schema: str) -> Snapshot:
     ).first()
     fresh = Snapshot(
         _table_fingerprints(conn, schema, None),
-        _fingerprint(conn, schema, _OTHER_QUERIES),
+        _other_fingerprint(conn, schema, frozenset()),
         listing.kinds,
         children_first(tables, references),
         state,
@@ -174,7 +215,10 @@ def restore(
     listing = _listing(conn, schema)
     if listing.kinds != fresh.kinds:
         return None
-    if _fingerprint(conn, schema, _OTHER_QUERIES) != fresh.other_fingerprint:
+    has_views = "VIEW" in listing.kinds.values()
+    if _other_fingerprint(conn, schema, frozenset() if has_views else _NO_VIEWS) != (
+        fresh.other_fingerprint
+    ):
         return None
     if known is None:
         check = set(listing.kinds)
@@ -196,14 +240,13 @@ def restore(
     }
     if not dirty:
         return listing
-    _reset_tables(conn, schema, fresh, dirty)
+    reread = _reset_tables(conn, schema, fresh, dirty)
+    if any(reread.counters[t] != fresh.counters[t] for t in dirty):
+        return None
     # Without triggers, only the tables reset can have changed (TRUNCATE fires none).
     proven = [t for t in fresh.tables if fresh.triggers or t in dirty]
     after = _state(conn, schema, proven, fresh.sequences, hashed=hashed)
     if any(after[t] != fresh.state[t] for t in [*proven, *fresh.sequences]):
-        return None
-    reread = _listing(conn, schema, dirty)
-    if any(reread.counters[t] != fresh.counters[t] for t in dirty):
         return None
     return Listing(
         kinds=listing.kinds,
@@ -213,29 +256,29 @@ def restore(
     )
 
 
-def _reset_tables(conn: Connection, schema: str, fresh: Snapshot, dirty: set[str]) -> None:
+def _reset_tables(conn: Connection, schema: str, fresh: Snapshot, dirty: set[str]) -> Listing:
     """Empty the ``dirty`` tables (``TRUNCATE``: rows and counter at once, and unlike ``ALTER
     TABLE`` it leaves the table's definition file alone), insert their seed rows again, and set
-    back a counter still not the copy's."""
+    back a counter still not the copy's; what the listing says of them then. The session has
+    ``foreign_key_checks`` off (``prepare_session``): children and parents in any order."""
     q = _qualifier(conn, schema)
-    conn.exec_driver_sql("SET SESSION foreign_key_checks = 0")
-    try:
-        for table in fresh.tables:
-            if table in dirty:
-                conn.exec_driver_sql(f"TRUNCATE TABLE {q(table)}")
-        for table in reversed(fresh.tables):  # parents first
-            if table in dirty and table in fresh.seeded:
-                columns, rows = fresh.seeded[table]
-                marks = ", ".join(["%s"] * len(rows[0]))
-                conn.exec_driver_sql(f"INSERT INTO {q(table)} ({columns}) VALUES ({marks})", rows)
-        conn.commit()
-        counters = _listing(conn, schema, dirty).counters
-        for table in sorted(dirty):
-            wanted = fresh.counters[table]
-            if wanted is not None and counters[table] != wanted:
-                conn.exec_driver_sql(f"ALTER TABLE {q(table)} AUTO_INCREMENT = {int(wanted)}")
-    finally:
-        conn.exec_driver_sql("SET SESSION foreign_key_checks = 1")
+    for table in fresh.tables:
+        if table in dirty:
+            conn.exec_driver_sql(f"TRUNCATE TABLE {q(table)}")
+    for table in reversed(fresh.tables):  # parents first
+        if table in dirty and table in fresh.seeded:
+            columns, rows = fresh.seeded[table]
+            marks = ", ".join(["%s"] * len(rows[0]))
+            conn.exec_driver_sql(f"INSERT INTO {q(table)} ({columns}) VALUES ({marks})", rows)
+    conn.commit()
+    listing = _listing(conn, schema, dirty)
+    altered = False
+    for table in sorted(dirty):
+        wanted = fresh.counters[table]
+        if wanted is not None and listing.counters[table] != wanted:
+            conn.exec_driver_sql(f"ALTER TABLE {q(table)} AUTO_INCREMENT = {int(wanted)}")
+            altered = True
+    return _listing(conn, schema, dirty) if altered else listing
 
 
 def _qualifier(conn: Connection, schema: str) -> Callable[[str], str]:
@@ -244,13 +287,26 @@ def _qualifier(conn: Connection, schema: str) -> Callable[[str], str]:
     return lambda table: f"{quote(schema)}.{quote(table)}"
 
 
-def _fingerprint(conn: Connection, schema: str, queries: tuple[str, ...]) -> str:
-    digest = hashlib.sha256()
-    for query in queries:
-        rows = sorted(repr(tuple(row)) for row in conn.execute(text(query), {"s": schema}))
-        digest.update("\n".join(rows).replace(schema, "<db>").encode())
-        digest.update(b"\0")
+def _other_fingerprint(conn: Connection, schema: str, empty: frozenset[str]) -> str:
+    """A hash of what ``_OTHER_VIEWS`` say of ``schema``; the ``empty`` views are known to have
+    no row for it and are not read."""
+    found: dict[str, list[str]] = {view: [] for view, _, _ in _OTHER_VIEWS}
+    parts = []
+    for view, where, columns in _OTHER_VIEWS:
+        if view in empty:
+            continue
+        quoted = ", ".join(f"QUOTE({c.strip()})" for c in columns.split(","))
+        parts.append(
+            f"SELECT '{view}', CONCAT_WS(',', {quoted}) FROM information_schema.{view} "
+            f"WHERE {where} = %(s)s"
+        )
+    for view, row in conn.exec_driver_sql(" UNION ALL ".join(parts), {"s": schema}):
+        found[str(view)].append(str(row))
     conn.rollback()
+    digest = hashlib.sha256()
+    for view, _, _ in _OTHER_VIEWS:
+        digest.update("\n".join(sorted(found[view])).replace(schema, "<db>").encode())
+        digest.update(b"\0")
     return digest.hexdigest()
 
 
@@ -258,16 +314,22 @@ def _listing(conn: Connection, schema: str, only: set[str] | None = None) -> Lis
     """What ``information_schema.TABLES`` says of every table, or of the ``only`` ones (MariaDB
     then opens only those)."""
     if only is None:
-        rows = conn.execute(text(_TABLES), {"s": schema}).all()
+        query = text(_TABLES)
+        params: dict[str, Any] = {"s": schema}
     else:
         query = text(_TABLES + " AND TABLE_NAME IN :t").bindparams(bindparam("t", expanding=True))
-        rows = conn.execute(query, {"s": schema, "t": sorted(only)}).all()
+        params = {"s": schema, "t": sorted(only)}
+    count, joined = conn.execute(query, params).one()
     conn.rollback()
+    fields = str(joined).split("\0") if count else []
+    if len(fields) != count * _FIELDS:  # cut short at group_concat_max_len
+        raise ValueError(f"the listing of {schema} was cut short ({count} tables)")
+    rows = [fields[i : i + _FIELDS] for i in range(0, len(fields), _FIELDS)]
     return Listing(
-        kinds={str(r[0]): str(r[1]) for r in rows},
-        counters={str(r[0]): r[2] for r in rows},
-        written={str(r[0]): r[3] for r in rows},
-        recent=frozenset(str(r[0]) for r in rows if r[4]),
+        kinds={r[0]: r[1] for r in rows},
+        counters={r[0]: int(r[2]) if r[2] else None for r in rows},
+        written={r[0]: int(r[3]) if r[3] else None for r in rows},
+        recent=frozenset(r[0] for r in rows if r[4] == "1"),
     )
 
 
@@ -342,9 +404,12 @@ def _rows(conn: Connection, schema: str, table: str) -> tuple[str, list[tuple[An
 def end_sessions(conn: Connection, schema: str) -> None:
     """Kill what the test left connected (an open transaction holds its locks), and wait
     until those sessions are gone: a killed session first rolls its transaction back."""
-    for (session,) in conn.execute(_OTHER_SESSIONS, {"s": schema}).all():
+    left = conn.execute(_OTHER_SESSIONS, {"s": schema}).all()
+    for (session,) in left:
         with contextlib.suppress(exc.DBAPIError):  # already gone
             conn.exec_driver_sql(f"KILL CONNECTION {int(session)}")
+    if not left:
+        return
 
     def gone() -> bool | None:
         left = conn.execute(_OTHER_SESSIONS, {"s": schema}).first()
