@@ -113,7 +113,6 @@ _OTHER_SESSIONS = text(
     "SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
 )
 
-_PREPARED = "SELECT 1 FROM pg_prepared_xacts WHERE database = current_database()"
 
 _SESSIONS_GONE_SECONDS = 10.0
 
@@ -159,6 +158,15 @@ A change in any other catalog (``pg_depend``: objects made or dropped) means not
 Signature = dict[str, str]
 """Per catalog: its row count and a sum of its rows' ``xmin`` hashes. A row inserted or
 updated gets a new ``xmin``; a deleted one changes the count."""
+
+_ENDED, _PREPARED_LEFT = " sessions ended", " prepared transactions"
+_END_SESSIONS = f"""
+SELECT true, '{_ENDED}', (SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+  WHERE datname = current_database() AND pid <> pg_backend_pid())
+UNION ALL SELECT true, '{_PREPARED_LEFT}',
+  (SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database())
+UNION ALL"""
+"""The first rows of ``_ACTIVITY`` in a reset: the other sessions ended, prepared transactions."""
 
 _ACTIVITY = """
 SELECT c.relnamespace = 'pg_catalog'::regnamespace, c.oid::regclass::text,
@@ -254,10 +262,12 @@ def restore(
     None when that cannot be proven (drop it). ``known``: what the last reset that proved this
     database equal to a fresh copy returned (None: a fresh copy's)."""
     conn.execution_options(no_parameters=True)
-    end_sessions(conn, database)
-    if conn.exec_driver_sql(_PREPARED).first() is not None:
+    ended, prepared, activity = _sessions_and_activity(conn)
+    if ended:  # the counters are complete once those sessions are gone
+        _wait_until_gone(conn, database)
+        ended, prepared, activity = _sessions_and_activity(conn)
+    if prepared:
         return None  # a prepared transaction the test left: only a drop ends it
-    activity = _activity(conn)
     before = known.activity if known is not None else None
     if activity is not None and before is not None and activity.catalogs == before.catalogs:
         signature = known.signature if known is not None else fresh.signature
@@ -272,10 +282,15 @@ def restore(
         ]
     dirty = _changed(conn, maybe_rows, fresh)
     # A test database's reset needs no durability: do not wait for the WAL to reach the disk.
-    conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
-    for table in fresh.tables:
-        if table in dirty:
-            conn.exec_driver_sql(f"DELETE FROM {table}")
+    # One round trip for what takes no parameter (each is one more wait for this thread).
+    writes = ["SET LOCAL synchronous_commit = off"]
+    writes += [f"DELETE FROM {table}" for table in fresh.tables if table in dirty]
+    if fresh.sequences:
+        writes.append(
+            "SELECT count(setval(CAST(s AS regclass), v, c)) "
+            f"FROM (VALUES {fresh.sequences}) AS f(s, v, c)"
+        )
+    conn.exec_driver_sql("; ".join(writes))
     for table in reversed(fresh.tables):  # parents first
         if table in dirty and table in fresh.seeded:
             columns, rows = fresh.seeded[table]
@@ -287,11 +302,6 @@ def restore(
                 ),
                 {"rows": rows},
             )
-    if fresh.sequences:
-        conn.exec_driver_sql(
-            "SELECT count(setval(CAST(s AS regclass), v, c)) "
-            f"FROM (VALUES {fresh.sequences}) AS f(s, v, c)"
-        )
     conn.commit()
     if dirty and _changed(conn, maybe_rows, fresh):
         return None
@@ -307,17 +317,24 @@ def _same_schema(conn: Connection, signature: Signature, known: Signature, fresh
     return changed <= COVERED and conn.exec_driver_sql(FINGERPRINT).scalar() == fresh.fingerprint
 
 
-def _activity(conn: Connection) -> Activity | None:
-    """The row counters, or None where the server does not keep them."""
+def _sessions_and_activity(conn: Connection) -> tuple[int, bool, Activity | None]:
+    """In one statement: end the other sessions on the database (how many), whether a prepared
+    transaction is left, and the row counters (None where the server does not keep them; not
+    complete while an ended session is still going)."""
     catalogs: dict[str, int | None] = {}
     tables: dict[str, int] = {}
-    for catalog, name, count in conn.exec_driver_sql(_ACTIVITY):
-        if catalog:
+    ended, prepared = 0, False
+    conn.rollback()  # the counters are read once per transaction: a new one
+    for catalog, name, count in conn.exec_driver_sql(_END_SESSIONS + _ACTIVITY):
+        if name == _ENDED:
+            ended = int(count)
+        elif name == _PREPARED_LEFT:
+            prepared = bool(count)
+        elif catalog:
             catalogs[str(name)] = None if count is None else int(count)
         else:
             tables[str(name)] = int(count)
-    conn.rollback()
-    return Activity(catalogs, tables) if len(catalogs) > 1 else None
+    return ended, prepared, Activity(catalogs, tables) if len(catalogs) > 1 else None
 
 
 def _signature(conn: Connection, query: str) -> Signature:
@@ -329,7 +346,6 @@ def _signature(conn: Connection, query: str) -> Signature:
 def _changed(conn: Connection, tables: list[str], fresh: Snapshot) -> set[str]:
     """Which of ``tables`` differ from the fresh copy: rows where it had none, or other rows."""
     now = _row_hashes(conn, tables, hashed=set(fresh.rows))
-    conn.rollback()
     return {t for t in tables if now.get(t) != fresh.rows.get(t)}
 
 
@@ -373,8 +389,7 @@ def _literal(value: str) -> str:
 def end_sessions(conn: Connection, database: str) -> None:
     """End every other session on ``database`` (a test's open transaction holds locks, and a
     session still working could commit after our check; a template must have none to be
-    copied), and wait until they are gone (polled: ``pg_terminate_backend``'s own wait sleeps in
-    steps of 100 ms)."""
+    copied), and wait until they are gone."""
     ended = conn.execute(
         text(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -383,8 +398,12 @@ def end_sessions(conn: Connection, database: str) -> None:
         {"d": database},
     ).all()
     conn.rollback()
-    if not ended:
-        return
+    if ended:
+        _wait_until_gone(conn, database)
+
+
+def _wait_until_gone(conn: Connection, database: str) -> None:
+    """Polled: ``pg_terminate_backend``'s own wait sleeps in steps of 100 ms."""
 
     def gone() -> bool | None:
         left = conn.execute(_OTHER_SESSIONS, {"d": database}).first()
