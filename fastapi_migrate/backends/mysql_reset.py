@@ -104,9 +104,13 @@ _NO_VIEWS = frozenset({"VIEWS"})
 _TABLES = (
     "SELECT COUNT(*), GROUP_CONCAT(CONCAT_WS(CHAR(0), TABLE_NAME, TABLE_TYPE, "
     "IFNULL(AUTO_INCREMENT, ''), IFNULL(UNIX_TIMESTAMP(CREATE_TIME), ''), "
-    "IFNULL(UNIX_TIMESTAMP(CREATE_TIME) >= UNIX_TIMESTAMP() - 1, 0)) SEPARATOR 0x00) "
-    "FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s"
+    "IFNULL(UNIX_TIMESTAMP(CREATE_TIME) >= UNIX_TIMESTAMP() - 1, 0)) SEPARATOR 0x00)"
 )
+_ANY_SESSION = (
+    ", (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = :s "
+    "AND ID <> CONNECTION_ID())"
+)
+_FROM_TABLES = " FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s"
 """Every table, view and sequence: its counter, when its definition was last written, and
 whether that was within the last second (a later ``ALTER`` could then leave the same time). In
 one row, the fields separated by NUL (which no name may hold): 200 rows cost PyMySQL, in Python,
@@ -175,7 +179,7 @@ class Snapshot:
 def snapshot(conn: Connection, schema: str) -> Snapshot:
     """Read database ``schema``, a fresh copy nobody else is connected to: what every later
     reset must give back. ``conn`` may be on any database: every name is qualified."""
-    listing = _listing(conn, schema)
+    listing, _ = _listing(conn, schema)
     tables = [t for t, kind in listing.kinds.items() if kind == "BASE TABLE"]
     sequences = frozenset(t for t, kind in listing.kinds.items() if kind == "SEQUENCE")
     references = [tuple(row) for row in conn.execute(_FOREIGN_KEYS, {"s": schema})]
@@ -211,8 +215,10 @@ def restore(
     changed: its ``CREATE_TIME`` moved, or was within a second of ``known``'s reading (an
     ``ALTER`` in that same second would leave the time as it was); every table when ``known``
     is None."""
-    end_sessions(conn, schema)
-    listing = _listing(conn, schema)
+    listing, others = _listing(conn, schema, sessions=True)
+    if others:
+        end_sessions(conn, schema)
+        listing, _ = _listing(conn, schema)
     if listing.kinds != fresh.kinds:
         return None
     has_views = "VIEW" in listing.kinds.values()
@@ -271,14 +277,14 @@ def _reset_tables(conn: Connection, schema: str, fresh: Snapshot, dirty: set[str
             marks = ", ".join(["%s"] * len(rows[0]))
             conn.exec_driver_sql(f"INSERT INTO {q(table)} ({columns}) VALUES ({marks})", rows)
     conn.commit()
-    listing = _listing(conn, schema, dirty)
+    listing, _ = _listing(conn, schema, dirty)
     altered = False
     for table in sorted(dirty):
         wanted = fresh.counters[table]
         if wanted is not None and listing.counters[table] != wanted:
             conn.exec_driver_sql(f"ALTER TABLE {q(table)} AUTO_INCREMENT = {int(wanted)}")
             altered = True
-    return _listing(conn, schema, dirty) if altered else listing
+    return _listing(conn, schema, dirty)[0] if altered else listing
 
 
 def _qualifier(conn: Connection, schema: str) -> Callable[[str], str]:
@@ -302,7 +308,6 @@ def _other_fingerprint(conn: Connection, schema: str, empty: frozenset[str]) -> 
         )
     for view, row in conn.exec_driver_sql(" UNION ALL ".join(parts), {"s": schema}):
         found[str(view)].append(str(row))
-    conn.rollback()
     digest = hashlib.sha256()
     for view, _, _ in _OTHER_VIEWS:
         digest.update("\n".join(sorted(found[view])).replace(schema, "<db>").encode())
@@ -310,27 +315,31 @@ def _other_fingerprint(conn: Connection, schema: str, empty: frozenset[str]) -> 
     return digest.hexdigest()
 
 
-def _listing(conn: Connection, schema: str, only: set[str] | None = None) -> Listing:
+def _listing(
+    conn: Connection, schema: str, only: set[str] | None = None, *, sessions: bool = False
+) -> tuple[Listing, bool]:
     """What ``information_schema.TABLES`` says of every table, or of the ``only`` ones (MariaDB
-    then opens only those)."""
-    if only is None:
-        query = text(_TABLES)
-        params: dict[str, Any] = {"s": schema}
-    else:
-        query = text(_TABLES + " AND TABLE_NAME IN :t").bindparams(bindparam("t", expanding=True))
-        params = {"s": schema, "t": sorted(only)}
-    count, joined = conn.execute(query, params).one()
-    conn.rollback()
+    then opens only those); and, asked for ``sessions``, whether another session is on
+    ``schema`` (then the listing may be out of date as soon as it is read)."""
+    query = _TABLES + (_ANY_SESSION if sessions else "") + _FROM_TABLES
+    params: dict[str, Any] = {"s": schema}
+    if only is not None:
+        params["t"] = sorted(only)
+    statement = text(query + (" AND TABLE_NAME IN :t" if only is not None else ""))
+    if only is not None:
+        statement = statement.bindparams(bindparam("t", expanding=True))
+    count, joined, *others = conn.execute(statement, params).one()
     fields = str(joined).split("\0") if count else []
     if len(fields) != count * _FIELDS:  # cut short at group_concat_max_len
         raise ValueError(f"the listing of {schema} was cut short ({count} tables)")
     rows = [fields[i : i + _FIELDS] for i in range(0, len(fields), _FIELDS)]
-    return Listing(
+    listing = Listing(
         kinds={r[0]: r[1] for r in rows},
         counters={r[0]: int(r[2]) if r[2] else None for r in rows},
         written={r[0]: int(r[3]) if r[3] else None for r in rows},
         recent=frozenset(r[0] for r in rows if r[4] == "1"),
     )
+    return listing, bool(others and others[0])
 
 
 def _table_fingerprints(conn: Connection, schema: str, only: set[str] | None) -> dict[str, str]:
@@ -346,7 +355,6 @@ def _table_fingerprints(conn: Connection, schema: str, only: set[str] | None) ->
             params["t"] = sorted(only)
         for row in conn.execute(statement, params).mappings():
             found.setdefault(str(row["TABLE_NAME"]), []).append(f"{number} {tuple(row.values())!r}")
-    conn.rollback()
     return {
         table: hashlib.sha256("\n".join(sorted(rows)).replace(schema, "<db>").encode()).hexdigest()
         for table, rows in found.items()
@@ -375,7 +383,6 @@ def _state(
             state[table] = None if checksum in (None, 0) else str(checksum)
     for sequence in sorted(sequences):
         state[sequence] = repr(tuple(conn.exec_driver_sql(f"SELECT * FROM {q(sequence)}").one()))
-    conn.rollback()
     return state
 
 
