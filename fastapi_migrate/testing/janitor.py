@@ -272,6 +272,8 @@ class Janitor:
             self._dropper = None
         for name in sorted(self._live):
             self.drop(name)
+            if name in self._reused:  # a template of this run alone: its pool goes with it
+                drop_pool(self.server, name, self.folder)
 
 
 @dataclass(frozen=True)
