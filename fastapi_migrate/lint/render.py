@@ -25,6 +25,7 @@ from alembic.operations.batch import BatchOperationsImpl
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 from sqlalchemy import make_url
+from sqlalchemy.schema import CreateTable
 from sqlalchemy.util import immutabledict
 
 
@@ -47,6 +48,15 @@ class Rendered:
     rebuilds: list[tuple[str, int | None]] = field(default_factory=list)
     problem: str | None = None
     problem_line: int | None = None
+
+
+def _create_table_head(construct: CreateTable) -> str:
+    """``CREATE TABLE`` and the table's name, as the rules read it (quoted: any name passes)."""
+    table = construct.element
+    name = '"' + table.name.replace('"', '""') + '"'
+    if table.schema:
+        name = '"' + table.schema.replace('"', '""') + '".' + name
+    return f"CREATE TABLE {name} ()"
 
 
 class _Context(MigrationContext):
@@ -139,8 +149,13 @@ class Renderer:
         original = context.impl._exec
 
         def traced(construct: Any, *args: Any, **kwargs: Any) -> Any:
-            result = original(construct, *args, **kwargs)
-            sql = self.buffer.getvalue()
+            if isinstance(construct, CreateTable):
+                # A new table: nothing a rule looks at but its name (compiling every column of
+                # every table was a fifth of a lint of 200 revisions).
+                result, sql = None, _create_table_head(construct)
+            else:
+                result = original(construct, *args, **kwargs)
+                sql = self.buffer.getvalue()
             self.buffer.seek(0)
             self.buffer.truncate(0)
             if self._current is not None:
