@@ -329,6 +329,8 @@ def _listing(
     if only is not None:
         statement = statement.bindparams(bindparam("t", expanding=True))
     count, joined, *others = conn.execute(statement, params).one()
+    if isinstance(joined, bytes | bytearray):  # MySQL 8: CHAR() and 0x00 make it binary
+        joined = joined.decode("utf-8")
     fields = str(joined).split("\0") if count else []
     if len(fields) != count * _FIELDS:  # cut short at group_concat_max_len
         raise ValueError(f"the listing of {schema} was cut short ({count} tables)")
