@@ -13,7 +13,11 @@ The timing is ``farm-bench`` (the machine's whole-process timer): A and B run in
 ratio A/B is taken pair by pair, so a machine that slows down mid-run moves both. Quote the
 median ratio; below 1.0 lint is faster.
 
-Run: ``python bench/bench_lint.py [--revisions 200] [--runs 9]``.
+``--app-env``: the history's ``env.py`` first imports the app's settings, a pydantic-settings
+class, as a FastAPI project's ``env.py`` does to read its URL (``from app.core.config import
+settings``). Alembic's command runs ``env.py``; lint never does.
+
+Run: ``python bench/bench_lint.py [--revisions 200] [--runs 9] [--app-env]``.
 """
 
 from __future__ import annotations
@@ -37,9 +41,28 @@ _EXTRA = """
 """
 
 
-def prepare(root: Path, revisions: int) -> None:
-    """The history, with work for the rules in every fourth revision."""
+_APP_SETTINGS = """\
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+    DATABASE_URL: str = "sqlite://"
+
+
+settings = Settings()
+"""
+
+
+def prepare(root: Path, revisions: int, *, app_env: bool = False) -> None:
+    """The history, with work for the rules in every fourth revision; ``app_env``: its env.py
+    imports the app's settings first."""
     location = write_history(root, revisions)
+    if app_env:
+        (root / "app_settings.py").write_text(_APP_SETTINGS)
+        env_py = location / "env.py"
+        head = f"import sys\nsys.path.insert(0, {str(root)!r})\nfrom app_settings import settings\n"
+        env_py.write_text(head + env_py.read_text())
     for k in range(2, revisions + 1, 4):
         path = location / "versions" / f"{revision_id(k)}_add_table_t{k}.py"
         text = path.read_text()
@@ -51,6 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--revisions", type=int, default=200)
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--app-env", action="store_true")
     args = parser.parse_args()
     if shutil.which("farm-bench") is None:
         sys.exit("farm-bench is not on PATH: it is the machine's whole-process timer")
@@ -58,7 +82,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, fresh_database("postgresql", Path(tmp)) as url:
         root = Path(tmp) / "project"
         root.mkdir()
-        prepare(root, args.revisions)
+        prepare(root, args.revisions, app_env=args.app_env)
         ini = root / "alembic.ini"
         ini.write_text(ini.read_text().replace("driver://user:pass@localhost/dbname", url))
         env = child_env(DATABASE_URL=url, PYTHONPATH=str(ROOT))
@@ -78,7 +102,8 @@ def main() -> None:
             *lint,
         ]
         print(f"A: {shlex.join(lint[1:])}\nB: alembic upgrade base:head --sql")
-        print(f"{args.revisions} revisions, PostgreSQL (a fresh database)", flush=True)
+        env_py = "env.py imports the app's settings" if args.app_env else "Alembic's generic env.py"
+        print(f"{args.revisions} revisions, PostgreSQL (a fresh database), {env_py}", flush=True)
         subprocess.run(bench, cwd=root, env={**os.environ, **env}, check=False)
 
 
