@@ -1,5 +1,5 @@
 """``python -m fastapi_migrate``: the same as the ``fastapi-migrate`` command."""
 
-from .cli import main
+from .cli import console
 
-raise SystemExit(main())
+raise SystemExit(console())

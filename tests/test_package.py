@@ -60,7 +60,7 @@ def test_entry_points_name_the_console_script_and_the_pytest_plugin(
     request: pytest.FixtureRequest,
 ) -> None:
     scripts = metadata.entry_points(group="console_scripts", name="fastapi-migrate")
-    assert [e.value for e in scripts] == ["fastapi_migrate.cli:main"]
+    assert [e.value for e in scripts] == ["fastapi_migrate.cli:console"]
     plugins = metadata.entry_points(group="pytest11", name="fastapi_migrate")
     assert [e.value for e in plugins] == ["fastapi_migrate.pytest_plugin"]
     # Loaded through that entry point: this run names no -p for it.
