@@ -148,7 +148,6 @@ _CREATE_INDEX = re.compile(
 _CONCURRENTLY = re.compile(r"^(?:DROP INDEX|REINDEX(?: \w+)?) CONCURRENTLY\b")
 _ALTER_TABLE = re.compile(rf"^ALTER TABLE (?:IF EXISTS )?(?:ONLY )?{_NAME} (.*)$")
 _RENAME_TABLE = re.compile(rf"^RENAME TABLE {_NAME} TO {_NAME}")
-_CONSTRAINT = r"(?:CONSTRAINT [\w$]+ )?"
 _VOLATILE_OK = re.compile(
     r"^(?:NOW|CURRENT_TIMESTAMP|CURRENT_DATE|CURRENT_TIME|LOCALTIMESTAMP|LOCALTIME|"
     r"TRANSACTION_TIMESTAMP|STATEMENT_TIMESTAMP|TIMEZONE|CAST|LOWER|UPPER|ARRAY|JSONB_BUILD_OBJECT"
@@ -235,8 +234,12 @@ def _alter(effect: Effect, table: str, action: str, dialect: str) -> None:
     elif m := re.match(r"^DROP (?:COLUMN )?(?:IF EXISTS )?([\w$]+)", action):
         if m.group(1) not in _NOT_COLUMNS:
             hit("ban-drop-column", f"drops column {m.group(1).lower()}")
-    elif m := re.match(rf"^ADD {_CONSTRAINT}(FOREIGN KEY|CHECK|UNIQUE|PRIMARY KEY)\b(.*)$", action):
-        _add_constraint(hit, m.group(1), m.group(2), pg=pg, mysql=mysql)
+    elif m := re.match(
+        r"^ADD (?:CONSTRAINT ([\w$]+) )?(FOREIGN KEY|CHECK|UNIQUE|PRIMARY KEY)\b(.*)$", action
+    ):
+        # Named in the message: a batch that adds five CHECKs gives five lines, one per name.
+        kind = m.group(2) if m.group(1) is None else f"{m.group(2)} {m.group(1).lower()}"
+        _add_constraint(hit, m.group(2), kind, m.group(3), pg=pg, mysql=mysql)
     elif m := re.match(r"^ADD (?:COLUMN )?(?:IF NOT EXISTS )?([\w$]+) (.*)$", action):
         if m.group(1) not in _NOT_COLUMNS:
             _add_column(hit, m.group(1).lower(), m.group(2), pg=pg, mysql=mysql)
@@ -278,32 +281,35 @@ _NOT_COLUMNS = frozenset(
 )
 
 
-def _add_constraint(hit: _HitFn, kind: str, rest: str, *, pg: bool, mysql: bool) -> None:
+def _add_constraint(
+    hit: _HitFn, kind: str, named: str, rest: str, *, pg: bool, mysql: bool
+) -> None:
+    """``kind``: FOREIGN KEY, CHECK, UNIQUE or PRIMARY KEY; ``named``: the same with its name."""
     not_valid = "NOT VALID" in rest
     if kind == "FOREIGN KEY":
         if pg and not not_valid:
             hit(
                 "adding-foreign-key-constraint",
-                "a validated FOREIGN KEY: SHARE ROW EXCLUSIVE lock on this table and the "
+                f"a validated {named}: SHARE ROW EXCLUSIVE lock on this table and the "
                 "referenced one while every row is checked (writes wait)",
             )
         elif mysql:
             hit(
                 "adding-foreign-key-constraint",
-                "ADD FOREIGN KEY with foreign_key_checks=1 runs ALGORITHM=COPY: the table is "
+                f"ADD {named} with foreign_key_checks=1 runs ALGORITHM=COPY: the table is "
                 "copied, writes wait",
                 _MYSQL_FK_FIX,
             )
     elif kind == "CHECK" and pg and not not_valid:
         hit(
             "constraint-missing-not-valid",
-            "a validated CHECK: ACCESS EXCLUSIVE lock while every row is checked (reads and "
+            f"a validated {named}: ACCESS EXCLUSIVE lock while every row is checked (reads and "
             "writes wait)",
         )
     elif kind in ("UNIQUE", "PRIMARY KEY") and pg and "USING INDEX" not in rest:
         hit(
             "disallowed-unique-constraint",
-            f"ADD {kind}: ACCESS EXCLUSIVE lock while its index is built (reads and writes wait)",
+            f"ADD {named}: ACCESS EXCLUSIVE lock while its index is built (reads and writes wait)",
         )
 
 
