@@ -7,6 +7,8 @@ test gets, against the dump of a fresh copy."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import pickle
 import shutil
 import subprocess
 import time
@@ -18,6 +20,7 @@ import sqlalchemy as sa
 
 from fastapi_migrate import MigrateSettings
 from fastapi_migrate.testing.janitor import Janitor, MigratedTemplate, database_server
+from fastapi_migrate.testing.pool import drop_pool
 
 from .conftest import require_backend, skip_unless_ci
 from .plugin_helpers import run_inner
@@ -40,6 +43,10 @@ genres = op.create_table('genres', sa.Column('id', sa.Integer, primary_key=True)
 op.bulk_insert(genres, [{'id': 1, 'name': 'poetry'}, {'id': 2, 'name': 'essays'}])
 op.execute("INSERT INTO authors (name) VALUES ('seeded')")
 op.execute("CREATE VIEW book_titles AS SELECT id, title FROM books")
+notes = op.create_table('genre_notes', sa.Column('id', sa.Integer, primary_key=True),
+                        sa.Column('genre_id', sa.Integer,
+                                  sa.ForeignKey('genres.id', ondelete='CASCADE')))
+op.bulk_insert(notes, [{'id': 1, 'genre_id': 1}])
 """
 
 Action = Callable[[sa.Engine], None]
@@ -103,7 +110,7 @@ OTHERS: dict[str, dict[str, Action]] = {
         "delete a migration's row": _statements("DELETE FROM authors"),
         "truncate": _statements("TRUNCATE books"),
         "create table": _statements("CREATE TABLE extra (id int)"),
-        "drop table": _statements("DROP TABLE genres"),
+        "drop table": _statements("DROP TABLE genre_notes"),
         "alter column": _statements("ALTER TABLE books ALTER COLUMN price TYPE numeric(10, 2)"),
         "add then drop a column": _statements(
             "ALTER TABLE books ADD COLUMN isbn text", "ALTER TABLE books DROP COLUMN isbn"
@@ -124,7 +131,7 @@ OTHERS: dict[str, dict[str, Action]] = {
         "delete a migration's row": _statements("DELETE FROM authors"),
         "truncate": _statements("TRUNCATE books"),
         "create table": _statements("CREATE TABLE extra (id int)"),
-        "drop table": _statements("DROP TABLE genres"),
+        "drop table": _statements("DROP TABLE genre_notes"),
         "alter column": _statements("ALTER TABLE books MODIFY price decimal(10, 2)"),
         "add then drop a column": _statements(
             "ALTER TABLE books ADD COLUMN isbn text", "ALTER TABLE books DROP COLUMN isbn"
@@ -160,6 +167,16 @@ def _dump(backend: str, url: str) -> str:
         line for line in out.splitlines() if not line.startswith(("\\restrict", "\\unrestrict"))
     ]
     text = "\n".join(lines).replace(name, "<db>")
+    if backend == "postgresql":  # what pg_dump prints only with --create
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.connect() as conn:
+            row = conn.exec_driver_sql(
+                "SELECT datacl, datconnlimit, shobj_description(d.oid, 'pg_database'), "
+                "(SELECT array_agg(setconfig) FROM pg_db_role_setting WHERE setdatabase = d.oid) "
+                "FROM pg_database d WHERE datname = current_database()"
+            ).one()
+            text += f"\ndatabase {tuple(row)}".replace(name, "<db>")
+        engine.dispose()
     if backend == "mariadb":  # grants on the database live outside it
         engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         with engine.connect() as conn:
@@ -344,6 +361,17 @@ LATER = {
     "insert, then reset the statistics": _statements(
         "INSERT INTO authors (name) VALUES ('unseen?')", "SELECT pg_stat_reset()"
     ),
+    "insert a seeded table's row: the reset's delete cascades to a seeded child": _statements(
+        "INSERT INTO genres (id, name) VALUES (3, 'drama')"
+    ),
+    "alter the database's settings": _statements(
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %%I SET work_mem = %%L', current_database(), "
+        "'8MB'); END $$"
+    ),
+    "comment on the database and revoke connect": _statements(
+        "DO $$ BEGIN EXECUTE format('COMMENT ON DATABASE %%I IS %%L', current_database(), 'x'); "
+        "EXECUTE format('REVOKE CONNECT ON DATABASE %%I FROM PUBLIC', current_database()); END $$"
+    ),
     "insert, then reset one table's statistics": _statements(
         "INSERT INTO books (author_id, title) VALUES (1, 'unseen?')",
         "SELECT pg_stat_reset_single_table_counters('books'::regclass)",
@@ -373,3 +401,70 @@ def test_postgresql_sees_it_on_a_database_already_reset(
 @pytest.fixture
 def backend() -> str:
     return "postgresql"
+
+
+def test_postgresql_sees_a_statistics_reset_each_test_in_the_same_second(
+    template: tuple[Janitor, MigratedTemplate],
+) -> None:
+    """A suite that resets the statistics at the start of every test (for query counts): two
+    tests with the same writes, a fraction of a second apart, leave the same counters; the
+    reset time tells them apart only to the microsecond."""
+    janitor, migrated = template
+    fresh = _fresh_dump("postgresql", janitor, migrated)
+    action = _statements("SELECT pg_stat_reset()", "INSERT INTO authors (name) VALUES ('again')")
+    for round_ in range(4):
+        _after(migrated, action)  # both databases, one after the other
+        _after(migrated, action)
+        for _ in range(2):
+            with migrated.copy() as url:
+                assert _dump("postgresql", url) == fresh, f"round {round_}"
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_a_saved_snapshot_that_proves_nothing_is_replaced(backend: str, tmp_path: Path) -> None:
+    """A snapshot an earlier run saved (another version's, say) that proves no database clean:
+    the run's first copy gives a new one, saved, and databases are reused again (before, every
+    test of every run got a new copy)."""
+    require_backend(backend)
+    location = write_migrations(tmp_path, 0)
+    add_revision(location, "r1", None, upgrade=SCHEMA, downgrade="pass")
+    settings = MigrateSettings(database_url="sqlite://", script_location=str(location))
+    folder = tmp_path / "plugin"
+
+    def run(tests: int) -> tuple[int, int]:
+        janitor = Janitor(database_server(SERVERS[backend], folder), kept_list=folder / "k.txt")
+        try:
+            template = janitor.kept_template(settings, run=str(tests))
+            for _ in range(tests):
+                _after(template, COMMON["insert"])
+            copies = janitor.reused_copies(template.name)
+            copies.settle()
+            return copies.copies, copies.reuses
+        finally:
+            janitor.close()
+
+    try:
+        run(3)
+        (saved,) = folder.glob("*.snapshot")
+        fresh = pickle.loads(saved.read_bytes())
+        stale = dataclasses.replace(
+            fresh,
+            **(
+                {"fingerprint": "stale", "signature": {}}
+                if backend == "postgresql"
+                else {"other_fingerprint": "stale"}
+            ),
+        )
+        saved.write_bytes(pickle.dumps(stale))
+        copies, reuses = run(6)
+        assert reuses >= 4, f"{copies} copies, {reuses} reuses"
+        assert pickle.loads(saved.read_bytes()) != stale
+    finally:
+        server = database_server(SERVERS[backend], folder)
+        try:
+            janitor = Janitor(server, kept_list=folder / "k.txt")
+            template = janitor.kept_template(settings, run="cleanup")
+            drop_pool(server, template.name, folder)
+            server.drop(template.name)
+        finally:
+            server.close()

@@ -384,7 +384,8 @@ class ServerWithAdmin(DatabaseServer):
     def restore(self, name: str, fresh: object) -> bool:
         try:
             known = self._restore(name, fresh, self._known.get(name))
-        except (exc.SQLAlchemyError, TimeoutError) as error:
+        except (exc.SQLAlchemyError, TimeoutError, ValueError) as error:  # ValueError: a
+            # listing cut short
             log.debug("test database %s not reused: %s", name, error)
             known = None
         if known is None:

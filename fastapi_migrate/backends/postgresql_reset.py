@@ -18,10 +18,13 @@ From the second reset of a database on, PostgreSQL 15 and later (cumulative stat
 shared memory, flushed by a session before it is gone) first read how many rows were inserted,
 updated or deleted in every table and catalog since the last reset: a catalog nobody wrote needs
 neither the signature nor the fingerprint, and a table nobody wrote is still as the last reset
-left it. That costs half a millisecond where the signature costs six (200 tables). Where the
-counters cannot be trusted (``track_counts`` off, an older server, statistics reset since) the
-full comparison runs. The one thing it does not see: a test that turns ``track_counts`` off in
-its own session (a superuser's ``SET``) and then writes.
+left it. That costs half a millisecond where the signature costs six (200 tables). What the
+shared catalogs hold of the database (``ALTER DATABASE``, its grants and comment: no counter of
+its own moves) is hashed every time. Where the counters cannot be trusted (``track_counts`` off,
+an older server, statistics reset since, to the microsecond) the full comparison runs. The
+reset's own deletes are followed too: the tables its transaction wrote (what a cascade or a
+trigger reached) are checked after it, and reset in turn. What it does not see: a test that
+turns ``track_counts`` off in its own session (a superuser's ``SET``) and then writes.
 
 Sessions the test left open are ended first. After the reset the rows are checked again (a
 ``DELETE`` may fire a trigger that writes elsewhere): anything short of equal, any error, and the
@@ -178,12 +181,31 @@ WHERE c.relkind = 'r' AND NOT c.relisshared
    AND c.relname NOT IN ('pg_statistic', 'pg_statistic_ext_data'))
   AND current_setting('track_counts') = 'on'
   AND current_setting('server_version_num')::int >= 150000
-UNION ALL SELECT true, 'reset at', extract(epoch FROM stats_reset)::bigint
+UNION ALL SELECT true, ' reset at', (extract(epoch FROM stats_reset) * 1000000)::bigint
 FROM pg_stat_database WHERE datname = current_database()
+UNION ALL SELECT true, ' database', hashtext(concat_ws(' ', d.datacl, d.datdba, d.datconnlimit,
+  d.datallowconn, shobj_description(d.oid, 'pg_database'),
+  (SELECT string_agg(concat_ws(' ', setrole, setconfig), ' ' ORDER BY setrole)
+   FROM pg_db_role_setting WHERE setdatabase = d.oid)))::bigint
+FROM pg_database d WHERE d.datname = current_database()
 """
 """Per table and catalog (not the planner's statistics): rows inserted, updated or deleted so far,
-by every session that has ended; and when the database's counters were last reset (any reset,
-of one table too, moves it). No rows but the last where the counters are not kept."""
+by every session that has ended; when the database's counters were last reset, to the
+microsecond (any reset, of one table too, moves it); and a hash of what the shared catalogs hold
+of this database (its grants, owner, comment, settings: ``ALTER DATABASE`` writes no counter
+here). Only the last two rows where the counters are not kept."""
+
+_NOT_CATALOGS = frozenset({" reset at", " database"})
+
+_WRITTEN_NOW = """
+SELECT c.oid::regclass::text FROM pg_class c
+WHERE c.relkind = 'r' AND c.oid >= 16384 AND pg_stat_get_xact_tuples_inserted(c.oid)
+  + pg_stat_get_xact_tuples_updated(c.oid) + pg_stat_get_xact_tuples_deleted(c.oid) > 0
+"""
+"""The tables this transaction wrote so far: the reset's own deletes, and what they cascaded
+to or fired triggers into."""
+
+_RESET_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -263,11 +285,13 @@ def restore(
     database equal to a fresh copy returned (None: a fresh copy's)."""
     conn.execution_options(no_parameters=True)
     ended, prepared, activity = _sessions_and_activity(conn)
-    if ended:  # the counters are complete once those sessions are gone
-        _wait_until_gone(conn, database)
+    for _ in range(_RESET_ROUNDS):
+        if not ended:
+            break
+        _wait_until_gone(conn, database)  # the counters are complete once they are gone
         ended, prepared, activity = _sessions_and_activity(conn)
-    if prepared:
-        return None  # a prepared transaction the test left: only a drop ends it
+    if ended or prepared:
+        return None  # sessions that keep coming back, or a prepared transaction: drop it
     before = known.activity if known is not None else None
     if activity is not None and before is not None and activity.catalogs == before.catalogs:
         signature = known.signature if known is not None else fresh.signature
@@ -281,6 +305,22 @@ def restore(
             t for t, empty in conn.exec_driver_sql(_TABLES) if not empty or t in fresh.rows
         ]
     dirty = _changed(conn, maybe_rows, fresh)
+    for _ in range(_RESET_ROUNDS):
+        # Sequences are set back every time: nextval() writes no table.
+        touched = _reset_rows(conn, fresh, dirty)
+        if not dirty:
+            return Proven(signature, activity)
+        # What the deletes cascaded to (or a trigger wrote) is checked too, and reset in turn.
+        dirty = _changed(conn, sorted(set(maybe_rows) | dirty | touched), fresh)
+        conn.rollback()
+        if not dirty:
+            return Proven(signature, activity)
+    return None
+
+
+def _reset_rows(conn: Connection, fresh: Snapshot, dirty: set[str]) -> set[str]:
+    """Empty the ``dirty`` tables, children first, insert their seed rows again, parents first,
+    set every sequence back, and commit; the tables the transaction wrote, cascades included."""
     # A test database's reset needs no durability: do not wait for the WAL to reach the disk.
     # One round trip for what takes no parameter (each is one more wait for this thread).
     writes = ["SET LOCAL synchronous_commit = off"]
@@ -302,10 +342,9 @@ def restore(
                 ),
                 {"rows": rows},
             )
+    touched = {str(name) for name in conn.exec_driver_sql(_WRITTEN_NOW).scalars()}
     conn.commit()
-    if dirty and _changed(conn, maybe_rows, fresh):
-        return None
-    return Proven(signature, activity)
+    return touched
 
 
 def _same_schema(conn: Connection, signature: Signature, known: Signature, fresh: Snapshot) -> bool:
@@ -334,7 +373,8 @@ def _sessions_and_activity(conn: Connection) -> tuple[int, bool, Activity | None
             catalogs[str(name)] = None if count is None else int(count)
         else:
             tables[str(name)] = int(count)
-    return ended, prepared, Activity(catalogs, tables) if len(catalogs) > 1 else None
+    trusted = any(name not in _NOT_CATALOGS for name in catalogs)
+    return ended, prepared, Activity(catalogs, tables) if trusted else None
 
 
 def _signature(conn: Connection, query: str) -> Signature:

@@ -48,6 +48,12 @@ def is_slot(name: str) -> bool:
     return _SLOT.match(name) is not None
 
 
+SNAPSHOT_FORMAT = 2
+"""Bumped whenever what a server's ``snapshot`` holds changes meaning (2: MariaDB's fingerprint
+of the other objects is read in one statement): an earlier version's file would unpickle, and
+then prove no database clean, run after run."""
+
+
 class WarmPool:
     """This process's view of one template's pool on ``server``."""
 
@@ -67,7 +73,7 @@ class WarmPool:
         if self._folder is None:
             return None
         server = hashlib.sha256(self.server.url("").encode()).hexdigest()[:8]
-        return self._folder / f"{self.template}.{server}.snapshot"
+        return self._folder / f"{self.template}.{server}.v{SNAPSHOT_FORMAT}.snapshot"
 
     def load_snapshot(self) -> object | None:
         """The snapshot of a fresh copy an earlier run saved, or None."""
