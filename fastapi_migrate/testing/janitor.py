@@ -26,7 +26,10 @@ from pathlib import Path
 
 from sqlalchemy import MetaData
 
-from ..backends import backend_for
+# Every server's backend, imported with the plugin at pytest's start (``backend_for`` imports
+# them on first use): a module first imported inside pytester's inner run is taken out of
+# ``sys.modules`` after it, and the snapshots of its classes then no longer pickle nor match.
+from ..backends import backend_for, mysql, postgresql  # noqa: F401
 from ..backends.base import PREFIX, DatabaseServer
 from ..backends.drivers import parse_url
 from ..backends.sqlite import SqliteServer
