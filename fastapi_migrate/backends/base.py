@@ -384,8 +384,8 @@ class ServerWithAdmin(DatabaseServer):
     def restore(self, name: str, fresh: object) -> bool:
         try:
             known = self._restore(name, fresh, self._known.get(name))
-        except (exc.SQLAlchemyError, TimeoutError, ValueError) as error:  # ValueError: a
-            # listing cut short
+        # ValueError: what the server answered cannot be read (a listing cut short).
+        except (exc.SQLAlchemyError, TimeoutError, ValueError) as error:
             log.debug("test database %s not reused: %s", name, error)
             known = None
         if known is None:

@@ -106,15 +106,14 @@ _TABLES = (
     "IFNULL(AUTO_INCREMENT, ''), IFNULL(UNIX_TIMESTAMP(CREATE_TIME), ''), "
     "IFNULL(UNIX_TIMESTAMP(CREATE_TIME) >= UNIX_TIMESTAMP() - 1, 0)) SEPARATOR 0x00)"
 )
-_ANY_SESSION = (
-    ", (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = :s "
-    "AND ID <> CONNECTION_ID())"
-)
-_FROM_TABLES = " FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s"
 """Every table, view and sequence: its counter, when its definition was last written, and
 whether that was within the last second (a later ``ALTER`` could then leave the same time). In
 one row, the fields separated by NUL (which no name may hold): 200 rows cost PyMySQL, in Python,
 more than the server takes to list them."""
+
+_FROM_TABLES = " FROM information_schema.TABLES WHERE TABLE_SCHEMA = :s"
+_SESSIONS_ON_IT = "FROM information_schema.PROCESSLIST WHERE DB = :s AND ID <> CONNECTION_ID()"
+_ANY_SESSION = f", (SELECT COUNT(*) {_SESSIONS_ON_IT})"
 
 _FIELDS = 5
 
@@ -136,9 +135,7 @@ _FOREIGN_KEYS = text(
     "REFERENCED_TABLE_NAME"
 )
 
-_OTHER_SESSIONS = text(
-    "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = :s AND ID <> CONNECTION_ID()"
-)
+_OTHER_SESSIONS = text(f"SELECT ID {_SESSIONS_ON_IT}")
 
 _SESSIONS_GONE_SECONDS = 10.0
 
@@ -321,13 +318,13 @@ def _listing(
     """What ``information_schema.TABLES`` says of every table, or of the ``only`` ones (MariaDB
     then opens only those); and, asked for ``sessions``, whether another session is on
     ``schema`` (then the listing may be out of date as soon as it is read)."""
-    query = _TABLES + (_ANY_SESSION if sessions else "") + _FROM_TABLES
+    statement = text(_TABLES + (_ANY_SESSION if sessions else "") + _FROM_TABLES)
     params: dict[str, Any] = {"s": schema}
     if only is not None:
+        statement = text(f"{statement.text} AND TABLE_NAME IN :t").bindparams(
+            bindparam("t", expanding=True)
+        )
         params["t"] = sorted(only)
-    statement = text(query + (" AND TABLE_NAME IN :t" if only is not None else ""))
-    if only is not None:
-        statement = statement.bindparams(bindparam("t", expanding=True))
     count, joined, *others = conn.execute(statement, params).one()
     if isinstance(joined, bytes | bytearray):  # MySQL 8: CHAR() and 0x00 make it binary
         joined = joined.decode("utf-8")

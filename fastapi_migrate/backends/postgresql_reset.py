@@ -308,11 +308,9 @@ def restore(
     for _ in range(_RESET_ROUNDS):
         # Sequences are set back every time: nextval() writes no table.
         touched = _reset_rows(conn, fresh, dirty)
-        if not dirty:
-            return Proven(signature, activity)
-        # What the deletes cascaded to (or a trigger wrote) is checked too, and reset in turn.
-        dirty = _changed(conn, sorted(set(maybe_rows) | dirty | touched), fresh)
-        conn.rollback()
+        if dirty:  # what the deletes cascaded to (or a trigger wrote) is checked too
+            dirty = _changed(conn, sorted(set(maybe_rows) | dirty | touched), fresh)
+            conn.rollback()
         if not dirty:
             return Proven(signature, activity)
     return None

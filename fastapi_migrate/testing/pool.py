@@ -95,8 +95,8 @@ class WarmPool:
             path.parent.mkdir(parents=True, exist_ok=True)
             partial.write_bytes(pickle.dumps(fresh))
             os.replace(partial, path)  # a reader sees the old file or the new one, whole
-        except (OSError, pickle.PicklingError) as error:  # a read-only cache: the next run
-            # copies once more
+        # A read-only cache, or classes pickle cannot find again: the next run copies once more.
+        except (OSError, pickle.PicklingError) as error:
             log.debug("the warm pool's snapshot was not saved: %s", error)
 
     def claim(self) -> str | None:

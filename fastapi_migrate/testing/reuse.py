@@ -53,8 +53,9 @@ class ReusedCopies:
         self._template = template
         self.pool = pool
         self._fresh: object | None = None
-        self._fresh_from_file = False
-        """Whether ``_fresh`` is the snapshot an earlier run saved, not this run's."""
+        self._fresh_unproven = False
+        """Whether ``_fresh`` is the snapshot an earlier run saved and it has proven no database
+        clean yet (it may be another version's): the next copy then gives a new one."""
         self._coming: deque[Future[str]] = deque()
         """Databases being reset or copied, each ready for a test once done."""
         self._background: ThreadPoolExecutor | None = None
@@ -98,7 +99,7 @@ class ReusedCopies:
         server = self._copier.server
         if server.pool_proof == "restore" and self._fresh is None:
             self._fresh = self.pool.load_snapshot()
-            self._fresh_from_file = self._fresh is not None
+            self._fresh_unproven = self._fresh is not None
             if self._fresh is None:
                 return self._copy()  # nothing to prove a pooled database against: a copy first
         while server.pool_proof is not None and (slot := self.pool.claim()) is not None:
@@ -107,6 +108,7 @@ class ReusedCopies:
             else:
                 clean = self._fresh is not None and server.restore(slot, self._fresh)
             if clean:
+                self._fresh_unproven = False
                 self.pool.taken += 1
                 return slot
             self._discard(slot)  # not provably clean: dropped, the slot free again
@@ -129,10 +131,8 @@ class ReusedCopies:
                 self._discard(slot)
                 raise
         self.copies += 1
-        if self._fresh is None or self._fresh_from_file:
-            # A snapshot an earlier run saved may prove nothing clean any more (another
-            # version's): this run's first copy gives the one to use and save.
-            self._fresh_from_file = False
+        if self._fresh is None or self._fresh_unproven:
+            self._fresh_unproven = False
             self._fresh = self._copier.server.snapshot(name)
             if self._fresh is not None:
                 self.pool.save_snapshot(self._fresh)
@@ -150,6 +150,7 @@ class ReusedCopies:
     def _recycle(self, name: str) -> str:
         assert self._fresh is not None
         if self._copier.server.restore(name, self._fresh):
+            self._fresh_unproven = False
             self.reuses += 1
             return name
         if name in self.pool.held:
